@@ -1,0 +1,33 @@
+# omnilm — every target creates what it needs (.venv, packages, cached weights).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.omnilm-installed
+export OMNILM_CACHE ?= $(HOME)/.cache/omnilm
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,serve]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install omnilm with its test extras (idempotent)
+
+demo: setup  ## the main job
+	$(VENV)/bin/omnilm quickstart
+
+test: setup  ## the whole test suite, real-weight tests included
+	$(PY) -m pytest -q
+
+test-fast: setup  ## tests on tiny models only
+	$(PY) -m pytest -q -m "not real"
+
+bench: setup  ## benchmarks → bench/results.json
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) runs bench/results.json

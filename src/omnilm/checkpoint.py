@@ -1,0 +1,96 @@
+"""Checkpoints: `omnilm.json` + `model.safetensors` (trained weights) + processor files.
+
+A default save stores only what training changed and names each base part by its source; loading
+rebuilds the parts from their sources and overlays the stored weights. `full=True` also writes every
+base part into the checkpoint (sources become `./llm`, `./vision`, `./audio`) so it stands alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from omnilm.config import OmniConfig
+from omnilm.errors import OmniError
+from omnilm.io import atomic_directory
+from omnilm.model import OmniModel
+from omnilm.processor import OmniProcessor
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "omnilm.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def save_checkpoint(model: OmniModel, processor: OmniProcessor, directory: str | Path, *, full: bool = False) -> Path:
+    """Write a checkpoint atomically: an interrupted save leaves any previous checkpoint intact."""
+    directory = Path(directory)
+    config = copy.deepcopy(model.config)
+    with atomic_directory(directory) as staging:
+        if full:
+            _save_parts(model, config, staging)
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.head_state_dict().items()}
+        if full:  # the parts now live in subdirectories; keep only heads and adapters here
+            state = {k: v for k, v in state.items() if not k.startswith(("llm.", "vision.", "audio.")) or "lora_" in k}
+            config.trained_parts = []
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1"})
+        (staging / CONFIG_FILE).write_text(config.to_json())
+        processor.save_pretrained(staging)
+    return directory
+
+
+def _save_parts(model: OmniModel, config: OmniConfig, staging: Path) -> None:
+    if config.lora is not None:
+        raise OmniError("merge the LoRA adapters first (omnilm.lora.merge_lora(model)) before a full save")
+    model.llm.save_pretrained(staging / "llm")
+    config.llm.source = "./llm"
+    if model.vision is not None:
+        model.vision.tower.save_pretrained(staging / "vision")
+        config.vision.source = "./vision"
+    whisper = model.transcriber.whisper if model.transcriber is not None else None
+    if whisper is not None:
+        whisper.save_pretrained(staging / "audio")
+    elif model.audio is not None:  # embed mode keeps only the encoder: store it under Whisper's key names
+        part = staging / "audio"
+        model.audio.encoder.config.save_pretrained(part)
+        encoder_state = {f"model.encoder.{k}": v.contiguous() for k, v in model.audio.encoder.state_dict().items()}
+        save_file(encoder_state, str(part / WEIGHTS_FILE), metadata={"format": "pt"})
+    if config.audio is not None:
+        config.audio.source = "./audio"  # Whisper's feature extractor travels in the processor files
+
+
+def load_checkpoint(directory: str | Path) -> tuple[OmniModel, OmniProcessor]:
+    """Rebuild the base parts from their sources, then overlay the checkpoint's weights."""
+    directory = Path(directory)
+    if not is_checkpoint(directory):
+        raise OmniError(f"{directory} is not an omnilm checkpoint: {CONFIG_FILE} is missing")
+    config = OmniConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+    processor = OmniProcessor.from_pretrained(directory)
+    lora = config.lora
+    config.lora = None
+    model = OmniModel.from_config(
+        config, layout=processor.layout, placeholder_ids=processor.placeholder_ids, base_dir=directory
+    )
+    if lora is not None:
+        from omnilm.lora import attach_lora
+
+        attach_lora(model, lora)
+    weights = directory / WEIGHTS_FILE
+    if weights.is_file():
+        state = load_file(str(weights))
+        missing = set(model.head_state_dict()) - set(state)
+        result = model.load_state_dict(state, strict=False)
+        if result.unexpected_keys or missing:
+            raise OmniError(
+                f"{weights} does not match the model built from {CONFIG_FILE}: "
+                f"unexpected {sorted(result.unexpected_keys)[:5]}, missing {sorted(missing)[:5]}"
+            )
+    return model, processor

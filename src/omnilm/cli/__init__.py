@@ -1,0 +1,1 @@
+"""The `omnilm` command line: thin commands over the library."""

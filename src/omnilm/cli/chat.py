@@ -1,0 +1,104 @@
+"""`omnilm chat MODEL`: an interactive terminal chat with streaming answers and media commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omnilm.cli.common import add_generation_flags, generation_kwargs, load_model
+from omnilm.errors import OmniError
+
+EXAMPLE = """example:
+  omnilm chat runs/quickstart/model
+  > /image shape.png
+  > What colour is the shape?
+
+commands: /image P, /audio P, /video P attach media to the next message; /reset clears the
+conversation; /quit (or Ctrl-D) leaves."""
+
+HELP = "commands: /image PATH, /audio PATH, /video PATH, /reset, /quit"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "chat",
+        help="chat in the terminal",
+        description="Chat with a model in the terminal; answers stream as they are generated.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
+    parser.add_argument("--system", default=None, help="system prompt")
+    add_generation_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    lm = load_model(args.model, args.device)
+    session = ChatSession(lm, system=args.system, gen=generation_kwargs(args))
+    stdout.write(f"omnilm chat · {lm.name} · takes text{''.join(', ' + m for m in lm.modalities)}\n{HELP}\n")
+    while True:
+        stdout.write("> ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line:
+            stdout.write("\n")
+            return 0
+        try:
+            if session.handle(line.strip(), stdout) == "quit":
+                return 0
+        except OmniError as err:
+            stdout.write(f"error: {err}\n")
+
+
+class ChatSession:
+    """Conversation state of a terminal chat: pending media, history, and the commands."""
+
+    def __init__(self, lm, *, system: str | None = None, gen: dict | None = None) -> None:
+        self.lm, self.system, self.gen = lm, system, gen or {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+        self.pending: list[dict] = []
+
+    def handle(self, line: str, out) -> str | None:
+        if not line:
+            return None
+        command, _, argument = line.partition(" ")
+        if command in ("/quit", "/exit"):
+            return "quit"
+        if command == "/reset":
+            self.reset()
+            out.write("conversation cleared\n")
+            return None
+        if command in ("/image", "/audio", "/video"):
+            kind = command[1:]
+            path = Path(argument.strip()).expanduser()
+            if not path.is_file():
+                raise OmniError(f"{kind} file {path} does not exist")
+            if kind not in self.lm.modalities:
+                raise OmniError(f"this model does not take {kind}; it takes {', '.join(self.lm.modalities) or 'text only'}")
+            self.pending.append({"type": kind, kind: str(path)})
+            out.write(f"attached {kind} {path.name}\n")
+            return None
+        if command.startswith("/"):
+            out.write(f"unknown command {command}; {HELP}\n")
+            return None
+        content = [*self.pending, {"type": "text", "text": line}]
+        self.messages.append({"role": "user", "content": content})
+        try:
+            reply = ""
+            for piece in self.lm.stream(self.messages, **self.gen):
+                reply += piece
+                out.write(piece)
+                out.flush()
+            out.write("\n")
+        except OmniError:
+            self.messages.pop()  # keep the history usable after a bad message
+            raise
+        self.pending = []
+        self.messages.append({"role": "assistant", "content": reply})
+        return None

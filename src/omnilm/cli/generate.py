@@ -1,0 +1,59 @@
+"""`omnilm generate MODEL --prompt TEXT [--image P] [--audio P] [--video P]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from omnilm.cli.common import add_generation_flags, generation_kwargs, load_model
+
+EXAMPLE = """example:
+  omnilm generate runs/quickstart/model --prompt "What shape is this?" --image shape.png
+  omnilm generate pkg:qwen2.5-0.5b-instruct --prompt "The capital of France is" --max-new-tokens 8"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="answer one prompt, with optional media",
+        description="Answer one prompt. Each --image/--audio/--video is attached in order; put <image>, "
+        "<audio>, <video> in the prompt to place them, or they are put before the text.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
+    parser.add_argument("--prompt", required=True, help="the question or instruction")
+    parser.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    parser.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
+    parser.add_argument("--video", action="append", default=[], help="video file (repeatable)")
+    parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    add_generation_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def build_content(prompt: str, images: list, audios: list, videos: list) -> list[dict]:
+    """Content parts: media first (in the order given), then the text — unless the prompt places them."""
+    if any(tag in prompt for tag in ("<image>", "<audio>", "<video>")):
+        return prompt
+    parts = [{"type": "image", "image": p} for p in images]
+    parts += [{"type": "audio", "audio": p} for p in audios]
+    parts += [{"type": "video", "video": p} for p in videos]
+    return parts + [{"type": "text", "text": prompt}]
+
+
+def run(args: argparse.Namespace) -> int:
+    lm = load_model(args.model, args.device)
+    gen = generation_kwargs(args)
+    content = build_content(args.prompt, args.image, args.audio, args.video)
+    if isinstance(content, str):
+        print(lm.generate(content, images=args.image, audios=args.audio, videos=args.video, **gen))
+        return 0
+    messages = [{"role": "user", "content": content}]
+    if args.stream:
+        for piece in lm.stream(messages, **gen):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        print(lm.chat(messages, **gen))
+    return 0

@@ -1,0 +1,217 @@
+"""OmniConfig: nested dataclasses that describe a model, validated on construction.
+
+Each part names its *source*: a Hugging Face hub id, a local directory or a packaged reference
+(`pkg:NAME`). Derived values (widths, token counts) are computed from the parts, never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omnilm.errors import ConfigError
+
+MODALITIES = ("image", "audio", "video")
+DTYPES = ("float32", "bfloat16", "float16")
+VISION_POOLING = ("none", "avg", "pixel_shuffle")
+AUDIO_MODES = ("embed", "transcribe")
+
+
+def _require(condition: bool, field_path: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{field_path}: {message}")
+
+
+@dataclass
+class LLMConfig:
+    source: str  # hub id, local dir or pkg:NAME of any AutoModelForCausalLM
+    dtype: str = "float32"  # weights dtype; bfloat16 halves memory on GPUs
+    trust_remote_code: bool = False  # off unless the user asks: remote code runs on load
+    max_length: int | None = None  # context limit; None: the LLM config's max_position_embeddings
+
+    def validate(self, path: str = "llm") -> None:
+        _require(bool(self.source), f"{path}.source", "must name a hub id, local directory or pkg: reference")
+        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        _require(self.max_length is None or self.max_length > 0, f"{path}.max_length", "must be positive")
+
+
+@dataclass
+class VisionConfig:
+    source: str  # any transformers vision model (CLIP/SigLIP tower, DINOv2, ViT)
+    feature_layer: int = -1  # hidden state to use; LLaVA takes -2 of CLIP (the last layer is tuned for the contrastive head)
+    drop_cls: bool = True  # CLS (and register) tokens summarise the image; patch tokens keep the layout
+    pooling: str = "none"  # none | avg (k×k average) | pixel_shuffle (k×k patches → one token, channels ×k²)
+    pool_size: int = 2  # k: both pooling modes cut the token count by k²
+    image_size: int | None = None  # None: the encoder's own preprocessing size
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+    def validate(self, path: str = "vision") -> None:
+        _require(bool(self.source), f"{path}.source", "must name a vision model")
+        _require(self.pooling in VISION_POOLING, f"{path}.pooling", f"{self.pooling!r} is not one of {VISION_POOLING}")
+        _require(self.pool_size >= 1, f"{path}.pool_size", "must be >= 1")
+        _require(self.image_size is None or self.image_size > 0, f"{path}.image_size", "must be positive")
+        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+
+
+@dataclass
+class AudioConfig:
+    source: str  # a Whisper checkpoint (its encoder, and its decoder for mode=transcribe)
+    mode: str = "embed"  # embed: encoder features go to the LLM · transcribe: Whisper ASR text goes to the LLM
+    stack_factor: int = 4  # stack k encoder frames into one token (50 Hz → 12.5 Hz for k=4)
+    max_seconds: float = 30.0  # Whisper's window; longer clips are refused
+    dtype: str = "float32"
+
+    def validate(self, path: str = "audio") -> None:
+        _require(bool(self.source), f"{path}.source", "must name a Whisper model")
+        _require(self.mode in AUDIO_MODES, f"{path}.mode", f"{self.mode!r} is not one of {AUDIO_MODES}")
+        _require(self.stack_factor >= 1, f"{path}.stack_factor", "must be >= 1")
+        _require(0 < self.max_seconds <= 30.0, f"{path}.max_seconds", "must be in (0, 30]: one Whisper window")
+        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+
+
+@dataclass
+class VideoConfig:
+    num_frames: int = 8  # frames sampled uniformly over the clip
+    temporal_pool: int = 2  # average this many consecutive frames into one: fewer tokens, motion blurred
+    max_frames_decoded: int = 10_000  # refuse pathological files before decoding them all
+
+    def validate(self, path: str = "video") -> None:
+        _require(self.num_frames >= 1, f"{path}.num_frames", "must be >= 1")
+        _require(self.temporal_pool >= 1, f"{path}.temporal_pool", "must be >= 1")
+        _require(
+            self.num_frames % self.temporal_pool == 0,
+            f"{path}.num_frames",
+            f"must be a multiple of temporal_pool ({self.temporal_pool})",
+        )
+
+
+@dataclass
+class ConnectorConfig:
+    type: str = "mlp"  # a name in omnilm.connectors.CONNECTORS
+    hidden_dim: int | None = None  # None: the LLM width
+    options: dict[str, Any] = field(default_factory=dict)  # connector-specific keyword arguments
+
+    def validate(self, path: str) -> None:
+        from omnilm.connectors import CONNECTORS  # local import: connectors import torch
+
+        _require(
+            self.type in CONNECTORS, f"{path}.type", f"unknown connector {self.type!r}; choose one of {sorted(CONNECTORS)}"
+        )
+        _require(self.hidden_dim is None or self.hidden_dim > 0, f"{path}.hidden_dim", "must be positive")
+
+
+@dataclass
+class PlaceholderConfig:
+    image: str = "<image>"
+    audio: str = "<audio>"
+    video: str = "<video>"
+
+    def validate(self, path: str = "placeholders") -> None:
+        values = [self.image, self.audio, self.video]
+        _require(all(values), path, "placeholders must be non-empty strings")
+        _require(len(set(values)) == 3, path, "image, audio and video placeholders must differ")
+
+    def for_modality(self, modality: str) -> str:
+        return getattr(self, modality)
+
+
+@dataclass
+class OmniConfig:
+    llm: LLMConfig
+    vision: VisionConfig | None = None  # also encodes video frames
+    audio: AudioConfig | None = None
+    video: VideoConfig | None = None  # needs `vision`
+    connectors: dict[str, ConnectorConfig] = field(default_factory=dict)  # per modality; video defaults to image's
+    placeholders: PlaceholderConfig = field(default_factory=PlaceholderConfig)
+    trained_parts: list[str] = field(default_factory=list)  # base parts whose weights a checkpoint stores
+    lora: dict[str, Any] | None = None  # PEFT LoRA settings when the LLM carries adapters
+
+    def __post_init__(self) -> None:
+        self.llm = _coerce(LLMConfig, self.llm, "llm")
+        self.vision = _coerce(VisionConfig, self.vision, "vision")
+        self.audio = _coerce(AudioConfig, self.audio, "audio")
+        self.video = _coerce(VideoConfig, self.video, "video")
+        self.placeholders = _coerce(PlaceholderConfig, self.placeholders, "placeholders")
+        if not isinstance(self.connectors, dict):
+            raise ConfigError("connectors: must be a mapping from modality to connector settings")
+        self.connectors = {k: _coerce(ConnectorConfig, v, f"connectors.{k}") for k, v in self.connectors.items()}
+        for modality in self.modalities:
+            if modality not in self.connectors and not (modality == "video" and "image" in self.connectors):
+                if not (modality == "audio" and self.audio.mode == "transcribe"):
+                    self.connectors[modality] = ConnectorConfig()
+        self.validate()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities this model accepts, in canonical order."""
+        present = {"image": self.vision is not None, "audio": self.audio is not None, "video": self.video is not None}
+        return tuple(m for m in MODALITIES if present[m])
+
+    def connector_for(self, modality: str) -> str:
+        """Key of the connector that maps `modality` (video shares the image connector unless given its own)."""
+        if modality == "video" and "video" not in self.connectors:
+            return "image"
+        return modality
+
+    def validate(self) -> None:
+        self.llm.validate()
+        for name in ("vision", "audio", "video"):
+            part = getattr(self, name)
+            if part is not None:
+                part.validate(name)
+        _require(self.video is None or self.vision is not None, "video", "video needs a vision encoder: set `vision`")
+        for key, connector in self.connectors.items():
+            _require(key in MODALITIES, f"connectors.{key}", f"unknown modality; choose from {MODALITIES}")
+            _require(key in self.modalities, f"connectors.{key}", f"the model has no {key} encoder")
+            connector.validate(f"connectors.{key}")
+        self.placeholders.validate()
+        for part in self.trained_parts:
+            _require(part in ("llm", "vision", "audio"), "trained_parts", f"unknown part {part!r}")
+
+    # Serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OmniConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+        return _coerce(cls, data, "config")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> OmniConfig:
+        """Read a config from .json, .yaml or .yml."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return cls.from_dict(data)
+
+
+def _coerce(cls: type, value: Any, path: str) -> Any:
+    """Build dataclass `cls` from a dict (or pass an instance / None through), naming unknown fields."""
+    if value is None or isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping for {cls.__name__}, got {type(value).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) {unknown}; valid fields are {sorted(names)}")
+    try:
+        return cls(**value)
+    except TypeError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,33 @@
+"""Connectors map encoder features (B, T, C) to LLM embeddings (B, T', D). Registered by exact name."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from omnilm.connectors.linear import LinearConnector
+from omnilm.connectors.mlp import MLPConnector
+from omnilm.connectors.resblock import ResBlockConnector
+from omnilm.errors import ConfigError
+
+CONNECTORS: dict[str, type[nn.Module]] = {
+    "linear": LinearConnector,
+    "mlp": MLPConnector,
+    "resblock": ResBlockConnector,
+}
+
+
+def connector_class(name: str) -> type[nn.Module]:
+    try:
+        return CONNECTORS[name]
+    except KeyError:
+        raise ConfigError(f"unknown connector {name!r}; choose one of {sorted(CONNECTORS)}") from None
+
+
+def build_connector(name: str, *, in_dim: int, out_dim: int, hidden_dim: int | None = None, **options) -> nn.Module:
+    """Instantiate connector `name` mapping width `in_dim` to `out_dim`."""
+    return connector_class(name)(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, **options)
+
+
+def connector_tokens(name: str, num_input_tokens: int, **options) -> int:
+    """How many tokens connector `name` emits for `num_input_tokens` inputs (the processor asks this)."""
+    return connector_class(name).num_tokens(num_input_tokens, **options)

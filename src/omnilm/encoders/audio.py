@@ -1,0 +1,75 @@
+"""Audio encoder: the Whisper encoder at the clip's own length, with frame stacking.
+
+Whisper's own forward insists on 30 s (3000 mel frames); here the same modules run on the clip's real
+length, so a 2 s question costs 2 s of compute. The processor pads samples to a multiple of
+`samples_per_token`, so token counts are exact and known before the model runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HOP_LENGTH = 160  # Whisper mel hop: 100 frames per second at 16 kHz
+CONV_STRIDE = 2  # conv2 halves the frame rate: 50 encoder frames per second
+
+
+def samples_per_token(stack_factor: int) -> int:
+    return HOP_LENGTH * CONV_STRIDE * stack_factor
+
+
+def audio_token_count(num_samples: int, stack_factor: int) -> int:
+    """Tokens the encoder yields for `num_samples` samples at 16 kHz (after padding to a whole token)."""
+    return max(1, -(-num_samples // samples_per_token(stack_factor)))
+
+
+class AudioEncoder(nn.Module):
+    """input_features (N, n_mels, F) → features (N, F / (2k), k·C), F a multiple of 2k."""
+
+    def __init__(self, whisper_encoder: nn.Module, *, stack_factor: int) -> None:
+        super().__init__()
+        self.encoder = whisper_encoder
+        self.stack_factor = stack_factor
+        self.hidden_size = whisper_encoder.config.d_model
+        self.max_positions = whisper_encoder.config.max_source_positions
+
+    @property
+    def out_dim(self) -> int:
+        return self.hidden_size * self.stack_factor
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        x = F.gelu(enc.conv1(input_features))  # (N, C, F)
+        x = F.gelu(enc.conv2(x)).transpose(1, 2)  # (N, F/2, C)
+        length = x.shape[1]
+        if length > self.max_positions:
+            raise ValueError(f"audio of {length} encoder frames exceeds Whisper's {self.max_positions} (30 s)")
+        x = x + enc.embed_positions.weight[:length]  # absolute positions of the clip's own frames
+        x = F.dropout(x, p=enc.dropout, training=self.training)
+        for layer in enc.layers:
+            x = layer(x, None)
+        x = enc.layer_norm(x)  # (N, F/2, C)
+        n, t, c = x.shape
+        k = self.stack_factor
+        return x.reshape(n, t // k, k * c)  # stack k consecutive frames into one token: (N, F/2k, kC)
+
+
+class WhisperTranscriber(nn.Module):
+    """Whisper ASR for `audio.mode: transcribe`: the cascade that feeds the transcript to the LLM as text."""
+
+    def __init__(self, whisper: nn.Module, feature_extractor, tokenizer) -> None:
+        super().__init__()
+        self.whisper = whisper
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+
+    @torch.no_grad()
+    def transcribe(self, clips: list, *, language: str | None = "en") -> list[str]:
+        """Transcripts of mono 16 kHz float clips (each at most 30 s)."""
+        if not clips:
+            return []
+        features = self.feature_extractor(clips, sampling_rate=16_000, return_tensors="pt").input_features
+        features = features.to(self.whisper.device, self.whisper.dtype)  # (N, n_mels, 3000)
+        ids = self.whisper.generate(features, language=language, task="transcribe")
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -1,0 +1,31 @@
+"""Video encoder: sampled frames → vision encoder → temporal pooling + frame-order embedding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class VideoEncoder(nn.Module):
+    """frames (N, F, 3, S, S) → features (N, (F/p)·T, C).
+
+    Frames go through the shared vision encoder, groups of p consecutive frames are averaged, and a
+    learned per-position embedding marks each pooled frame's place in time.
+    """
+
+    def __init__(self, *, num_frames: int, temporal_pool: int, dim: int) -> None:
+        super().__init__()
+        self.temporal_pool = temporal_pool
+        self.num_slots = num_frames // temporal_pool
+        self.frame_position = nn.Parameter(torch.randn(self.num_slots, dim) * 0.02)  # (F/p, C)
+
+    def num_tokens(self, tokens_per_frame: int) -> int:
+        return self.num_slots * tokens_per_frame
+
+    def forward(self, frames: torch.Tensor, vision: nn.Module) -> torch.Tensor:
+        n, f = frames.shape[:2]
+        per_frame = vision(frames.flatten(0, 1))  # (N·F, T, C)
+        t, c = per_frame.shape[1:]
+        slots = per_frame.reshape(n, f // self.temporal_pool, self.temporal_pool, t, c).mean(2)  # (N, F/p, T, C)
+        slots = slots + self.frame_position[:, None, :].to(slots.dtype)  # mark frame order
+        return slots.reshape(n, -1, c)  # (N, (F/p)·T, C)
