@@ -1,0 +1,131 @@
+import pytest
+import torch
+
+from omnilm import OmniLM
+from omnilm.config import VisionConfig
+from omnilm.errors import PlaceholderMismatchError
+from omnilm.testing import tiny_model, tiny_parts
+
+from conftest import random_image
+
+
+def mixed_messages(red_image, wav_path, video_path):
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": red_image},
+                {"type": "audio", "audio": str(wav_path)},
+                {"type": "video", "video": str(video_path)},
+                {"type": "text", "text": "what is this?"},
+            ],
+        }
+    ]
+
+
+@pytest.mark.parametrize("connector", ["linear", "mlp", "resblock"])
+@pytest.mark.parametrize("modality", ["image", "audio", "video"])
+def test_each_modality_and_connector_runs(connector, modality, red_image, wav_path, video_path):
+    lm = tiny_model((modality,), connector)
+    item = {"image": red_image, "audio": str(wav_path), "video": str(video_path)}[modality]
+    inputs = lm.processor([{"role": "user", "content": [{"type": modality, modality: item}]}])
+    out = lm.model(**inputs)
+    assert out.logits.shape[:2] == inputs["input_ids"].shape
+    assert torch.isfinite(out.logits).all()
+
+
+def test_placeholder_feature_count_check(tiny_lm, red_image):
+    inputs = tiny_lm.processor("<image>", images=[red_image])
+    keep = torch.ones_like(inputs["input_ids"][0], dtype=torch.bool)
+    keep[(inputs["input_ids"][0] == tiny_lm.processor.placeholder_ids["image"]).nonzero()[:3]] = False
+    inputs["input_ids"] = inputs["input_ids"][:, keep]  # three placeholder tokens fewer than features
+    inputs["attention_mask"] = inputs["attention_mask"][:, keep]
+    with pytest.raises(PlaceholderMismatchError, match="13 placeholder tokens but the media gave 16"):
+        tiny_lm.model(**inputs)
+
+
+def test_media_changes_the_output(tiny_lm):
+    a = tiny_lm.model(**tiny_lm.processor("<image>", images=[random_image(1)])).logits
+    b = tiny_lm.model(**tiny_lm.processor("<image>", images=[random_image(2)])).logits
+    assert not torch.allclose(a, b)
+
+
+def test_kv_cache_generation_equals_no_cache(tiny_lm, red_image, wav_path, video_path):
+    messages = mixed_messages(red_image, wav_path, video_path)
+    cached = tiny_lm.chat(messages, max_new_tokens=12)
+    uncached = tiny_lm.chat(messages, max_new_tokens=12, use_cache=False)
+    assert cached == uncached
+
+
+def test_batched_generation_equals_one_by_one():
+    lm = tiny_model(("image",), seed=3)
+    conversations = [
+        [{"role": "user", "content": [{"type": "image", "image": random_image(i)}, {"type": "text", "text": t}]}]
+        for i, t in enumerate(["what colour", "is there a red circle in the image?", "shape"])
+    ]
+    batched = lm.chat_batch(conversations, max_new_tokens=10)
+    single = [lm.chat(c, max_new_tokens=10) for c in conversations]
+    assert batched == single
+
+
+def test_stream_equals_chat_and_stop_strings(tiny_lm, red_image):
+    messages = [{"role": "user", "content": [{"type": "image", "image": red_image}, {"type": "text", "text": "hi"}]}]
+    full = tiny_lm.chat(messages, max_new_tokens=16, temperature=0)
+    assert "".join(tiny_lm.stream(messages, max_new_tokens=16)) == full
+    sampled = tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1)
+    assert sampled == tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1)
+    stop = sampled[3:5]
+    if stop:
+        cut = tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1, stop=[stop])
+        assert cut == sampled[: sampled.find(stop)]
+        streamed = "".join(tiny_lm.stream(messages, max_new_tokens=16, temperature=1.0, seed=1, stop=[stop]))
+        assert streamed == cut
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_save_load_gives_identical_logits(tiny_lm, red_image, wav_path, video_path, tmp_path, full):
+    messages = mixed_messages(red_image, wav_path, video_path)
+    with torch.no_grad():
+        for p in tiny_lm.model.connectors.parameters():
+            p.add_(0.01)  # the checkpoint must carry the trained connector weights
+        before = tiny_lm.model(**tiny_lm.processor(messages)).logits
+    path = tiny_lm.save(tmp_path / "ckpt", full=full)
+    assert (path / "omnilm.json").is_file() and (path / "model.safetensors").is_file()
+    if full:
+        assert (path / "llm").is_dir() and (path / "vision").is_dir() and (path / "audio").is_dir()
+    again = OmniLM.from_pretrained(path)
+    with torch.no_grad():
+        after = again.model(**again.processor(messages)).logits
+    assert torch.equal(before, after)
+
+
+def test_trained_parts_are_stored(tmp_path, red_image):
+    lm = tiny_model(("image",))
+    lm.model.config.trained_parts.append("vision")
+    with torch.no_grad():
+        for p in lm.model.vision.parameters():
+            p.mul_(1.5)
+    inputs = lm.processor("<image>", images=[red_image])
+    before = lm.model(**inputs).logits
+    again = OmniLM.from_pretrained(lm.save(tmp_path / "ckpt"))
+    assert torch.equal(before, again.model(**again.processor("<image>", images=[red_image])).logits)
+
+
+@pytest.mark.parametrize(
+    "pooling, pool_size, drop_cls, tokens, width",
+    [("none", 1, True, 16, 32), ("none", 1, False, 17, 32), ("avg", 2, True, 4, 32), ("avg", 3, True, 4, 32),
+     ("pixel_shuffle", 2, True, 4, 128)],
+)
+def test_vision_pooling(pooling, pool_size, drop_cls, tokens, width, red_image):
+    vision = VisionConfig(source=tiny_parts()["vision"], pooling=pooling, pool_size=pool_size, drop_cls=drop_cls)
+    lm = tiny_model(("image",), vision=vision)
+    assert lm.processor.layout.image_tokens == tokens
+    assert lm.model.vision.out_dim == width
+    inputs = lm.processor("<image>", images=[red_image])
+    assert lm.model.encode_media(pixel_values=inputs["pixel_values"])["image"].shape == (tokens, 32)
+
+
+def test_encoders_start_frozen(tiny_lm):
+    assert not any(p.requires_grad for p in tiny_lm.model.vision.parameters())
+    assert not any(p.requires_grad for p in tiny_lm.model.audio.parameters())
+    assert all(p.requires_grad for p in tiny_lm.model.connectors.parameters())
