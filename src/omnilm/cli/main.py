@@ -10,7 +10,7 @@ import sys
 from omnilm.errors import OmniError
 
 # Command modules in help order; each has register(subparsers) and run(args) -> int.
-COMMAND_MODULES = ("quickstart", "new", "generate", "chat")
+COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        _quiet_transformers()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -45,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_transformers() -> None:
+    """Hide transformers' per-load weight bars and advisory warnings; omnilm shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

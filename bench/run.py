@@ -1,0 +1,41 @@
+"""Run every benchmark section and write bench/results.json (each figure beside its reference)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SECTIONS = ("bench_core",)
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.path.insert(0, str(HERE))
+    only = set(argv) or set(SECTIONS)
+    results = {
+        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        logging.info("== %s", name)
+        start = time.perf_counter()
+        results[name] = importlib.import_module(name).run()
+        results[name]["seconds"] = round(time.perf_counter() - start, 1)
+    out = HERE / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    logging.info("wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
