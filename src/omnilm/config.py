@@ -20,6 +20,7 @@ MODALITIES = ("image", "audio", "video")
 DTYPES = ("float32", "bfloat16", "float16")
 VISION_POOLING = ("none", "avg", "pixel_shuffle")
 AUDIO_MODES = ("embed", "transcribe")
+FUSION_MODES = ("embed", "gated_xattn")
 
 
 def _require(condition: bool, field_path: str, message: str) -> None:
@@ -104,6 +105,26 @@ class ConnectorConfig:
             self.type in CONNECTORS, f"{path}.type", f"unknown connector {self.type!r}; choose one of {sorted(CONNECTORS)}"
         )
         _require(self.hidden_dim is None or self.hidden_dim > 0, f"{path}.hidden_dim", "must be positive")
+        from omnilm.connectors import connector_options
+
+        valid = connector_options(self.type)
+        unknown = sorted(set(self.options) - set(valid))
+        _require(not unknown, f"{path}.options", f"{self.type} takes no option(s) {unknown}; valid: {list(valid)}")
+
+
+@dataclass
+class FusionConfig:
+    """How media reaches the LLM."""
+
+    mode: str = "embed"  # embed: features replace placeholder tokens · gated_xattn: Flamingo cross-attention
+    every: int = 1  # gated_xattn: a block before every k-th decoder layer (OpenFlamingo 3B/4B: 1/2, 9B: 4)
+    heads: int = 8  # gated_xattn: attention heads; must divide the LLM width
+    ff_mult: int = 4  # gated_xattn: feed-forward width = ff_mult × LLM width
+
+    def validate(self, path: str = "fusion") -> None:
+        _require(self.mode in FUSION_MODES, f"{path}.mode", f"{self.mode!r} is not one of {FUSION_MODES}")
+        for name in ("every", "heads", "ff_mult"):
+            _require(getattr(self, name) >= 1, f"{path}.{name}", "must be >= 1")
 
 
 @dataclass
@@ -131,6 +152,7 @@ class OmniConfig:
     placeholders: PlaceholderConfig = field(default_factory=PlaceholderConfig)
     trained_parts: list[str] = field(default_factory=list)  # base parts whose weights a checkpoint stores
     lora: dict[str, Any] | None = None  # PEFT LoRA settings when the LLM carries adapters
+    fusion: FusionConfig = field(default_factory=FusionConfig)  # embed media as tokens, or cross-attend to them
 
     def __post_init__(self) -> None:
         self.llm = _coerce(LLMConfig, self.llm, "llm")
@@ -138,6 +160,7 @@ class OmniConfig:
         self.audio = _coerce(AudioConfig, self.audio, "audio")
         self.video = _coerce(VideoConfig, self.video, "video")
         self.placeholders = _coerce(PlaceholderConfig, self.placeholders, "placeholders")
+        self.fusion = _coerce(FusionConfig, self.fusion, "fusion") or FusionConfig()
         if not isinstance(self.connectors, dict):
             raise ConfigError("connectors: must be a mapping from modality to connector settings")
         self.connectors = {k: _coerce(ConnectorConfig, v, f"connectors.{k}") for k, v in self.connectors.items()}
@@ -171,6 +194,12 @@ class OmniConfig:
             _require(key in self.modalities, f"connectors.{key}", f"the model has no {key} encoder")
             connector.validate(f"connectors.{key}")
         self.placeholders.validate()
+        self.fusion.validate()
+        _require(
+            self.fusion.mode == "embed" or bool(self.connectors),
+            "fusion.mode",
+            "gated_xattn needs a media encoder with a connector (vision, or audio in embed mode)",
+        )
         for part in self.trained_parts:
             _require(part in ("llm", "vision", "audio"), "trained_parts", f"unknown part {part!r}")
 

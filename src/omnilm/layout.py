@@ -34,10 +34,17 @@ class MediaLayout:
     audio_max_seconds: float | None = None
     audio_mode: str | None = None  # embed | transcribe
     max_length: int | None = None  # LLM context window
+    fusion: str = "embed"  # gated_xattn: one placeholder token per item marks where the media sits
+
+    @property
+    def one_token_per_item(self) -> bool:
+        return self.fusion == "gated_xattn"
 
     def audio_tokens(self, num_samples: int) -> int:
         from omnilm.encoders.audio import audio_token_count
 
+        if self.one_token_per_item:
+            return 1
         encoder_tokens = audio_token_count(num_samples, self.audio_stack)
         return connector_tokens(self.audio_connector["type"], encoder_tokens, **self.audio_connector["options"])
 
@@ -56,7 +63,9 @@ def compute_layout(cfg: OmniConfig, base_dir: str | Path | None = None) -> Media
     """Derive the layout from `cfg` by reading each part's config and preprocessing files."""
     import transformers
 
-    layout = MediaLayout(placeholders={m: cfg.placeholders.for_modality(m) for m in cfg.modalities})
+    layout = MediaLayout(
+        placeholders={m: cfg.placeholders.for_modality(m) for m in cfg.modalities}, fusion=cfg.fusion.mode
+    )
     llm_config = transformers.AutoConfig.from_pretrained(
         resolve_source(cfg.llm.source, base_dir), trust_remote_code=cfg.llm.trust_remote_code
     )
@@ -89,6 +98,9 @@ def compute_layout(cfg: OmniConfig, base_dir: str | Path | None = None) -> Media
         if cfg.audio.mode == "embed":
             connector = cfg.connectors["audio"]
             layout.audio_connector = {"type": connector.type, "options": dict(connector.options)}
+    if layout.one_token_per_item:  # the media reach the LLM by cross-attention, not as tokens
+        layout.image_tokens = layout.image_tokens and 1
+        layout.video_tokens = layout.video_tokens and 1
     return layout
 
 

@@ -10,15 +10,16 @@ import torch
 from torch import nn
 
 from omnilm.config import OmniConfig
-from omnilm.connectors import build_connector
+from omnilm.connectors import build_connector, connector_tokens
 from omnilm.encoders import AudioEncoder, VideoEncoder, VisionEncoder, WhisperTranscriber, load_vision_tower
 from omnilm.errors import PlaceholderMismatchError
+from omnilm.fusion import GatedXAttnFusion
 from omnilm.layout import MediaLayout
 from omnilm.sources import resolve_source
 
 logger = logging.getLogger(__name__)
 
-HEAD_PREFIXES = ("connectors.", "video.")  # always trained, always saved
+HEAD_PREFIXES = ("connectors.", "video.", "fusion.")  # always trained, always saved
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -29,7 +30,8 @@ class OmniModel(nn.Module):
     """input_ids (B, L) with N placeholder ids per media item + media tensors → LLM output.
 
     Parts: `llm` (AutoModelForCausalLM), `vision`, `audio` (encoders), `video` (frame-order embedding
-    over the vision encoder), `connectors` (one per modality key), `transcriber` (audio.mode=transcribe).
+    over the vision encoder), `connectors` (one per modality key), `transcriber` (audio.mode=transcribe),
+    `fusion` (fusion.mode=gated_xattn: cross-attention blocks hooked into the LLM; one placeholder per item).
     """
 
     def __init__(
@@ -64,6 +66,12 @@ class OmniModel(nn.Module):
                 for key, c in config.connectors.items()
             }
         )
+        self.fusion = None
+        if config.fusion.mode == "gated_xattn":
+            f = config.fusion
+            self.fusion = GatedXAttnFusion(
+                llm, modalities=tuple(self.placeholder_ids), every=f.every, heads=f.heads, ff_mult=f.ff_mult
+            )
         for part in (vision, audio, transcriber):
             if part is not None:
                 part.requires_grad_(False)  # encoders start frozen; a training stage may unfreeze them
@@ -146,26 +154,49 @@ class OmniModel(nn.Module):
         audio_features: torch.Tensor | None = None,
         audio_frames: torch.Tensor | None = None,
         video_pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        video_frame_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Media → LLM-width features, one (N_items·T, D) tensor per modality, in placeholder order."""
+        """Media → LLM-width features, one (N_items·T, D) tensor per modality, in placeholder order.
+
+        Encoder outputs computed earlier (a feature cache of frozen encoders) may replace the raw media:
+        `image_features` (N_img, T, C), `video_frame_features` (N_vid, F, T, C), `audio_embeds`
+        (N_aud, T_max, kC) with `audio_frames` still giving each clip's length.
+        """
         out = {}
-        if pixel_values is not None:
-            feats = self._frozen_aware(self.vision, pixel_values)  # (N_img, T, C)
-            out["image"] = self._connect("image", feats).flatten(0, 1)  # (N_img·T', D)
-        if video_pixel_values is not None:
-            with self._maybe_no_grad(self.vision):
-                feats = self.video(video_pixel_values.to(self._dtype(self.vision)), self.vision)  # (N_vid, F'·T, C)
+        if image_features is None and pixel_values is not None:
+            image_features = self._frozen_aware(self.vision, pixel_values)  # (N_img, T, C)
+        if image_features is not None:
+            out["image"] = self._connect("image", image_features).flatten(0, 1)  # (N_img·T', D)
+        if video_frame_features is None and video_pixel_values is not None:
+            n, f = video_pixel_values.shape[:2]
+            per_frame = self._frozen_aware(self.vision, video_pixel_values.flatten(0, 1))  # (N_vid·F, T, C)
+            video_frame_features = per_frame.unflatten(0, (n, f))  # (N_vid, F, T, C)
+        if video_frame_features is not None:
+            feats = self.video.pool(video_frame_features)  # (N_vid, F'·T, C)
             out["video"] = self._connect(self.config.connector_for("video"), feats).flatten(0, 1)  # (N_vid·T', D)
-        if audio_features is not None:
+        if audio_features is not None or audio_embeds is not None:
+            frames_per_token = 2 * self.config.audio.stack_factor  # conv stride 2, then k frames stacked
             clips = []
-            for feats, frames in zip(audio_features, audio_frames.tolist()):
-                clip = self._frozen_aware(self.audio, feats[None, :, :frames])  # (1, T_i, kC)
+            for i, frames in enumerate(audio_frames.tolist()):
+                if audio_embeds is not None:
+                    clip = audio_embeds[i : i + 1, : frames // frames_per_token]  # (1, T_i, kC)
+                else:
+                    clip = self._frozen_aware(self.audio, audio_features[i : i + 1, :, :frames])  # (1, T_i, kC)
                 clips.append(self._connect("audio", clip)[0])  # (T_i', D)
             out["audio"] = torch.cat(clips)
         return out
 
     def embed(self, input_ids: torch.Tensor, **media: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings (B, L, D) with media features scattered into the placeholder positions."""
+        """Token embeddings (B, L, D) with media features scattered into the placeholder positions.
+
+        With fusion.mode=gated_xattn nothing is scattered: each placeholder gets a learned media-token
+        embedding and the media wait for the LLM call made inside `self._fused()`, which attends to them.
+        """
+        if self.fusion is not None:
+            items = self._media_items(media)
+            return self.fusion.embed(input_ids, items, self.placeholder_ids, self.llm.get_input_embeddings())
         is_media = torch.zeros_like(input_ids, dtype=torch.bool)
         for token_id in self.placeholder_ids.values():
             is_media |= input_ids == token_id
@@ -195,6 +226,9 @@ class OmniModel(nn.Module):
         audio_features: torch.Tensor | None = None,
         audio_frames: torch.Tensor | None = None,
         video_pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        video_frame_features: torch.Tensor | None = None,
         **llm_kwargs,
     ):
         """Returns the LLM's output (loss when `labels` (B, L) is given, logits (B, L, V))."""
@@ -204,8 +238,12 @@ class OmniModel(nn.Module):
             audio_features=audio_features,
             audio_frames=audio_frames,
             video_pixel_values=video_pixel_values,
+            image_features=image_features,
+            audio_embeds=audio_embeds,
+            video_frame_features=video_frame_features,
         )
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **llm_kwargs)
+        with self._fused():
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **llm_kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
@@ -213,9 +251,33 @@ class OmniModel(nn.Module):
         media_keys = ("pixel_values", "audio_features", "audio_frames", "video_pixel_values")
         media = {k: kwargs.pop(k, None) for k in media_keys}
         embeds = self.embed(input_ids, **media)
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+        with self._fused():  # gated_xattn: media keys/values are computed on the first step and reused
+            return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
     # Helpers ------------------------------------------------------------------------------------
+    def _fused(self) -> contextlib.AbstractContextManager:
+        """Scope of an LLM call; with gated_xattn the blocks attend to the media of the last `embed`."""
+        return self.fusion.attending() if self.fusion is not None else contextlib.nullcontext()
+
+    def _media_items(self, media: dict) -> dict[str, list[torch.Tensor]]:
+        """`encode_media`'s features cut into items: per modality, a list of (T_i, D) tensors."""
+        features = self.encode_media(**media)
+        items = {}
+        for modality, feats in features.items():
+            if modality == "audio":  # clips differ in length: count each clip's tokens
+                connector = self.config.connectors["audio"]
+                frames_per_token = 2 * self.config.audio.stack_factor  # Whisper's conv stride 2, then k stacked
+                sizes = [
+                    connector_tokens(connector.type, frames // frames_per_token, **connector.options)
+                    for frames in media["audio_frames"].tolist()
+                ]
+                items[modality] = list(feats.split(sizes))
+            else:  # images / videos of one batch all yield the same count
+                raw = media.get("pixel_values" if modality == "image" else "video_pixel_values")
+                cached = media.get("image_features" if modality == "image" else "video_frame_features")
+                items[modality] = list(feats.unflatten(0, ((raw if raw is not None else cached).shape[0], -1)))
+        return items
+
     @property
     def device(self) -> torch.device:
         return self.llm.get_input_embeddings().weight.device

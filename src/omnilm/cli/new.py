@@ -26,10 +26,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from omnilm.config import OmniConfig
+    from omnilm.preflight import preflight
 
     config = OmniConfig.from_file(args.config)
+    report = preflight(config)  # raises before anything is downloaded
     if args.dry_run:
         print(f"{args.config}: valid ({', '.join(config.modalities) or 'text only'} → {config.llm.source})")
+        for line in report:
+            print(f"  {line}")
         return 0
     from omnilm.lm import OmniLM
 

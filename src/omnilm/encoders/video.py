@@ -25,7 +25,11 @@ class VideoEncoder(nn.Module):
     def forward(self, frames: torch.Tensor, vision: nn.Module) -> torch.Tensor:
         n, f = frames.shape[:2]
         per_frame = vision(frames.flatten(0, 1))  # (N·F, T, C)
-        t, c = per_frame.shape[1:]
+        return self.pool(per_frame.unflatten(0, (n, f)))
+
+    def pool(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """Per-frame vision features (N, F, T, C) → (N, (F/p)·T, C)."""
+        n, f, t, c = per_frame.shape
         slots = per_frame.reshape(n, f // self.temporal_pool, self.temporal_pool, t, c).mean(2)  # (N, F/p, T, C)
         slots = slots + self.frame_position[:, None, :].to(slots.dtype)  # mark frame order
         return slots.reshape(n, -1, c)  # (N, (F/p)·T, C)
