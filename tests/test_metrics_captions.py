@@ -83,8 +83,8 @@ def test_tokenizer_matches_stanford_ptb_tokenizer():
         "A TOILET WITH A SEAT UP IN A BATHROOM", "vitamin c. is good", "the letter a.", "Mr. Smith and Mrs. Jones.",
     ]
     reference = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
-    mismatches = [(c, reference[i][0], ptb_tokenize(c)) for i, c in enumerate(captions) if reference[i][0] !=
-                  ptb_tokenize(c)]
+    ours = [ptb_tokenize(c) for c in captions]
+    mismatches = [(c, reference[i][0], ours[i]) for i, c in enumerate(captions) if reference[i][0] != ours[i]]
     assert not mismatches, mismatches[:10]
 
 

@@ -59,6 +59,14 @@ def test_mixed_spellings_count_as_matches():
     assert vqa_accuracy("cats", ["cat's"] * 10) == 0.0
 
 
+def test_single_reference_answer_is_a_normalised_match():
+    assert vqa_accuracy("The circle.", ["circle"]) == 1.0
+    assert vqa_accuracy("Two", ["2"]) == 1.0
+    assert vqa_accuracy("square", ["circle"]) == 0.0
+    # two answers: the official leave-one-out formula applies (each subset has one answer: 1/3 or 0)
+    assert vqa_accuracy("red", ["red", "blue"]) == pytest.approx((0 + 1 / 3) / 2)
+
+
 def test_no_answers_is_an_error():
     with pytest.raises(ValueError, match="at least one"):
         vqa_accuracy("yes", [])

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from omnilm.errors import OmniError
+
 EXAMPLE = """examples:
   omnilm data easy-vqa data/easy-vqa                  # train + test, LLaVA-style JSONL + PNG images
   omnilm data easy-vqa data/easy-vqa --splits test --limit 500
-  omnilm data easy-vqa-spoken data/easy-vqa-spoken    # questions spoken by espeak-ng (held-out voices)"""
+  omnilm data easy-vqa-spoken data/easy-vqa-spoken    # questions spoken by espeak-ng (held-out voices)
+  omnilm data spoken data/easy-vqa/train.jsonl data/spoken --copies 2   # any JSONL, human turns spoken"""
 
 
 def register(subparsers) -> None:
@@ -20,20 +23,35 @@ def register(subparsers) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", choices=sorted(DATASETS), help="dataset to build")
-    parser.add_argument("out_dir", help="directory to write")
+    parser.add_argument("name", choices=sorted([*DATASETS, "spoken"]), help="dataset to build")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="OUT_DIR (spoken: SRC.jsonl OUT_DIR)")
     parser.add_argument("--splits", nargs="+", default=None, help="splits to build (default: the builder's)")
     parser.add_argument("--limit", type=int, default=None, help="keep the first N questions per split")
+    parser.add_argument("--split", choices=("train", "test"), default=None,
+                        help="spoken: voice set (default: test when SRC's name has test/val/dev, else train)")
+    parser.add_argument("--copies", type=int, default=1, help="spoken: versions of each record, each another voice")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from omnilm.data.builders import get_builder
 
-    kwargs = {"limit": args.limit}
-    if args.splits:
-        kwargs["splits"] = tuple(args.splits)
-    result = get_builder(args.name)(args.out_dir, **kwargs)
+    if args.name == "spoken":
+        if len(args.paths) != 2:
+            raise OmniError("usage: omnilm data spoken SRC.jsonl OUT_DIR")
+        from omnilm.data.spoken import build_spoken
+
+        try:
+            result = build_spoken(*args.paths, split=args.split, copies=args.copies, limit=args.limit)
+        except RuntimeError as err:  # espeak-ng missing or failing: say how to fix it
+            raise OmniError(str(err)) from None
+    else:
+        if len(args.paths) != 1:
+            raise OmniError(f"usage: omnilm data {args.name} OUT_DIR")
+        kwargs = {"limit": args.limit}
+        if args.splits:
+            kwargs["splits"] = tuple(args.splits)
+        result = get_builder(args.name)(args.paths[0], **kwargs)
     for name, count in result["counts"].items():
         print(f"{result['files'][name]}: {count} records")
     return 0

@@ -10,7 +10,7 @@ import sys
 from omnilm.errors import OmniError
 
 # Command modules in help order; each has register(subparsers) and run(args) -> int.
-COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve")
+COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve", "train", "data", "eval", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

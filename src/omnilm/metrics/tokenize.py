@@ -35,7 +35,7 @@ _ABBREVIATIONS_BEFORE_NUMBER = frozenset(["no", "nos", "art", "fig", "p", "pp"])
 _ACRONYM = re.compile(r"[^\W\d_](?:\.[^\W\d_])+", re.UNICODE)  # u.s, e.g, p.m (the final "." is separate)
 
 # Colloquial forms CoreNLP splits in two (lower-cased here; the split keeps the input's case).
-_SPLIT_WORDS = {"cannot": 3, "gonna": 3, "gotta": 3, "wanna": 3, "lemme": 3, "gimme": 3, "gotcha": 3}
+_SPLIT_WORDS = {"cannot": 3, "gonna": 3, "gotta": 3, "wanna": 3, "lemme": 3, "gimme": 3}
 _CONTRACTION = re.compile(r"(?i)(?:n't|'s|'m|'re|'ve|'d|'ll)$")
 _LETTER = r"[^\W\d_]"
 

@@ -11,6 +11,8 @@ Normalisation, in the official order:
 
 Accuracy: for each of the ten leave-one-annotator-out subsets of the answers, ``min(1, matches / 3)``;
 the mean over the subsets. With ten answers: 0 matches -> 0, 1 -> 0.3, 2 -> 0.6, 3 -> 0.9, 4+ -> 1.
+With a single reference answer (datasets such as easy-VQA or GQA) the leave-one-out subset would be
+empty, so the score is 1.0 for a match after normalisation and 0.0 otherwise.
 
 The official script skips normalisation when all ten human answers are identical, because the released
 answers are already normalised and the challenge server normalises submissions; here the prediction and
@@ -22,7 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+_PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?",
+                "!"]
 _DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
 _FULL_STOP = re.compile(r"\.(?!\d)")
 _FULL_STOP_LIMIT = 32
@@ -86,6 +89,8 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
         raise ValueError("vqa_accuracy needs at least one reference answer; got an empty list")
     predicted = normalize_vqa_answer(prediction)
     normalized = [normalize_vqa_answer(a) for a in answers]
+    if len(normalized) == 1:  # leaving out the only answer leaves nothing: score the match itself
+        return float(normalized[0] == predicted)
     matches = sum(a == predicted for a in normalized)
     # Leaving out annotator i removes one match exactly when annotator i agreed with the prediction.
     total = sum(min(1.0, (matches - (a == predicted)) / 3) for a in normalized)

@@ -1,0 +1,226 @@
+"""Read and validate JSONL conversation records in the two accepted shapes, returning omnilm messages.
+
+LLaVA shape (media paths in ``image`` / ``audio`` / ``video``, a path or a list of paths)::
+
+    {"id": "q1", "image": "images/0.png", "conversations": [
+        {"from": "human", "value": "<image>\\nWhat shape is this?"}, {"from": "gpt", "value": "circle"}]}
+
+OpenAI / LLaMA-Factory shape (placeholders in string content with top-level media lists, or content parts)::
+
+    {"id": "q1", "messages": [{"role": "user", "content": "<image>What shape is this?"},
+                              {"role": "assistant", "content": "circle"}], "images": ["images/0.png"]}
+    {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/0.png"},
+                                               {"type": "text", "text": "What shape is this?"}]}, ...]}
+
+Media paths are relative to ``media_root`` (default: the JSONL file's folder). Every record is checked
+before any is returned; problems are reported together, each as ``file:line: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omnilm.errors import OmniError
+
+MODALITIES = ("image", "audio", "video")
+PLACEHOLDER = re.compile(r"<(image|audio|video)>")
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
+          "model": "assistant"}
+_MAX_REPORTED = 20
+
+
+class RecordError(OmniError):
+    """One or more JSONL records are invalid; the message lists ``file:line: problem`` for each."""
+
+
+@dataclass
+class Record:
+    """One validated conversation: omnilm ``messages`` (media parts hold absolute paths) plus its fields."""
+
+    id: str
+    messages: list[dict]
+    category: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # the raw record's other keys (e.g. "answers")
+    line: int = 0
+
+    @property
+    def prompt(self) -> list[dict]:
+        """The conversation up to (not including) its final assistant turn."""
+        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        return self.messages[:last]
+
+    @property
+    def answer(self) -> str:
+        """Text of the final assistant turn (the reference answer)."""
+        last = [m for m in self.messages if m["role"] == "assistant"][-1]
+        return _text_of(last["content"])
+
+
+def _text_of(content: str | list[dict]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def _media_list(raw: dict, key: str) -> list:
+    value = raw.get(key, raw.get(key + "s", []))
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'"{key}" must be a path or a list of paths, got {value!r}')
+    return value
+
+
+def _split_placeholders(text: str, queues: dict[str, list], line_media: dict[str, int]) -> list[dict]:
+    """Turn ``"<image>\\nWhat?"`` into parts, taking media from ``queues`` in order."""
+    parts: list[dict] = []
+    position = 0
+    for match in PLACEHOLDER.finditer(text):
+        if match.start() > position:
+            parts.append({"type": "text", "text": text[position : match.start()]})
+        kind = match.group(1)
+        line_media[kind] += 1
+        if queues[kind]:
+            parts.append({"type": kind, kind: queues[kind].pop(0)})
+        position = match.end()
+    if position < len(text):
+        parts.append({"type": "text", "text": text[position:]})
+    return parts
+
+
+def _media_path(item: str, media_root: Path) -> str:
+    """Data URLs pass through; paths are made absolute against the media root."""
+    return item if item.startswith("data:") else str(media_root / item)
+
+
+def _openai_part(part: dict, media_root: Path) -> tuple[str, Any]:
+    """An OpenAI ``image_url`` / ``input_audio`` part as (modality, item)."""
+    if part["type"] == "image_url":
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        if not isinstance(url, str):
+            raise ValueError(f'an image_url part needs {{"image_url": {{"url": ...}}}}, got {part!r}')
+        return "image", _media_path(url, media_root)
+    data = (part.get("input_audio") or {}).get("data")
+    if not isinstance(data, str):
+        raise ValueError(f'an input_audio part needs {{"input_audio": {{"data": BASE64, "format": ...}}}}, '
+                         f"got {part!r}")
+    return "audio", base64.b64decode(data)
+
+
+def _turns(raw: dict) -> list[tuple[str, Any]]:
+    if "conversations" in raw:
+        turns = raw["conversations"]
+        if not isinstance(turns, list) or not turns:
+            raise ValueError('"conversations" must be a non-empty list of {"from", "value"} turns')
+        out = []
+        for i, turn in enumerate(turns):
+            if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+                raise ValueError(f'conversations[{i}] needs "from" and "value"')
+            out.append((turn["from"], turn["value"]))
+        return out
+    if "messages" in raw:
+        turns = raw["messages"]
+        if not isinstance(turns, list) or not turns:
+            raise ValueError('"messages" must be a non-empty list of {"role", "content"} messages')
+        out = []
+        for i, message in enumerate(turns):
+            if not isinstance(message, dict) or "role" not in message or "content" not in message:
+                raise ValueError(f'messages[{i}] needs "role" and "content"')
+            out.append((message["role"], message["content"]))
+        return out
+    raise ValueError('a record needs "conversations" (LLaVA shape) or "messages" (OpenAI shape)')
+
+
+def parse_record(raw: Any, media_root: Path, index: int) -> Record:
+    """Validate one decoded JSON record; raises ValueError naming the problem."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"a record must be a JSON object, got {type(raw).__name__}")
+    queues = {kind: [str(media_root / p) for p in _media_list(raw, kind)] for kind in MODALITIES}
+    declared = {kind: len(queue) for kind, queue in queues.items()}
+    placed = dict.fromkeys(MODALITIES, 0)
+    messages = []
+    for position, (role_name, content) in enumerate(_turns(raw)):
+        role = _ROLES.get(role_name)
+        if role is None:
+            raise ValueError(f"turn {position}: unknown role {role_name!r}; use one of {', '.join(sorted(_ROLES))}")
+        if isinstance(content, str):
+            parts = _split_placeholders(content, queues, placed)
+        elif isinstance(content, list):
+            parts = []
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text" and isinstance(part.get("text"), str):
+                    parts.extend(_split_placeholders(part["text"], queues, placed))
+                elif kind in MODALITIES and isinstance(part.get(kind), str) or kind in ("image_url", "input_audio"):
+                    media_kind, item = _openai_part(part, media_root) if kind not in MODALITIES else (
+                        kind, _media_path(part[kind], media_root))
+                    parts.append({"type": media_kind, media_kind: item})
+                    placed[media_kind] += 1
+                    declared[media_kind] += 1
+                else:
+                    raise ValueError(f"turn {position}: unsupported content part {part!r}")
+        else:
+            raise ValueError(f"turn {position}: content must be a string or a list of parts")
+        messages.append({"role": role, "content": parts})
+    for kind in MODALITIES:
+        if placed[kind] != declared[kind]:
+            raise ValueError(f"{placed[kind]} <{kind}> placeholder(s) but {declared[kind]} {kind} file(s)")
+    for message in messages:
+        for part in message["content"]:
+            item = part.get(part["type"])
+            if part["type"] in MODALITIES and isinstance(item, str) and not item.startswith("data:") and \
+                    not Path(item).is_file():
+                raise ValueError(f"{part['type']} file not found: {part[part['type']]}")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError("no assistant turn (the answer); add a gpt/assistant turn")
+    if messages[-1]["role"] != "assistant":
+        raise ValueError("the last turn must be the assistant's answer")
+    known = {"id", "conversations", "messages", "category", *MODALITIES, *(k + "s" for k in MODALITIES)}
+    extra = {k: v for k, v in raw.items() if k not in known}
+    category = raw.get("category")
+    return Record(str(raw.get("id", index)), messages, None if category is None else str(category), extra, index + 1)
+
+
+def read_records(path: str | Path, media_root: str | Path | None = None, limit: int | None = None) -> list[Record]:
+    """Read and validate a JSONL file of records (the first ``limit`` when given).
+
+    Raises RecordError listing every bad line (``file:line: problem``); duplicate ids are errors too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"dataset file not found: {path}")
+    root = Path(media_root) if media_root is not None else path.parent
+    records, problems, seen = [], [], {}
+    with path.open(encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            if limit is not None and len(records) + len(problems) >= limit:
+                break
+            if not line.strip():
+                continue
+            where = f"{path}:{index + 1}"
+            try:
+                record = parse_record(json.loads(line), root, index)
+            except json.JSONDecodeError as error:
+                problems.append(f"{where}: malformed JSON ({error.msg} at column {error.colno})")
+                continue
+            except ValueError as error:
+                problems.append(f"{where}: {error}")
+                continue
+            if record.id in seen:
+                problems.append(f"{where}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+                continue
+            seen[record.id] = index + 1
+            records.append(record)
+    if problems:
+        shown = "\n  ".join(problems[:_MAX_REPORTED])
+        more = f"\n  ... and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
+        raise RecordError(f"{len(problems)} invalid record(s); fix them and run again:\n  {shown}{more}")
+    if not records:
+        raise RecordError(f"{path} holds no records")
+    return records

@@ -1,0 +1,119 @@
+"""Evaluate any OpenAI-compatible chat server (``omnilm serve``, vLLM, llama.cpp, a hosted API).
+
+Images are sent as ``image_url`` parts holding data URLs, audio as ``input_audio`` parts (base64 WAV/MP3),
+video as data URLs in ``video_url`` parts (a common extension); text as ``text`` parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import mimetypes
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from omnilm.errors import OmniError
+
+logger = logging.getLogger(__name__)
+
+
+def _data_url(item: Any, default_mime: str) -> str:
+    """A data URL for a path, bytes, PIL image or an existing data URL."""
+    if isinstance(item, str) and item.startswith("data:"):
+        return item
+    if hasattr(item, "save"):  # PIL.Image
+        buffer = io.BytesIO()
+        item.save(buffer, format="PNG")
+        data, mime = buffer.getvalue(), "image/png"
+    elif isinstance(item, (bytes, bytearray)):
+        data, mime = bytes(item), default_mime
+    else:
+        path = Path(item)
+        data, mime = path.read_bytes(), mimetypes.guess_type(path.name)[0] or default_mime
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _audio_part(item: Any) -> dict:
+    if isinstance(item, tuple):  # (samples, sample_rate) -> WAV
+        import numpy as np
+        import soundfile
+
+        buffer = io.BytesIO()
+        soundfile.write(buffer, np.asarray(item[0]), int(item[1]), format="WAV")
+        data, fmt = buffer.getvalue(), "wav"
+    elif isinstance(item, (bytes, bytearray)):
+        data, fmt = bytes(item), "wav"
+    else:
+        data, fmt = Path(item).read_bytes(), Path(item).suffix.lstrip(".").lower() or "wav"
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
+
+
+def to_openai_messages(messages: list[dict]) -> list[dict]:
+    """omnilm messages (content parts with paths/bytes) -> OpenAI chat messages."""
+    converted = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            converted.append({"role": message["role"], "content": content})
+            continue
+        parts = []
+        for part in content:
+            kind = part["type"]
+            if kind == "text":
+                parts.append({"type": "text", "text": part["text"]})
+            elif kind == "image":
+                parts.append({"type": "image_url", "image_url": {"url": _data_url(part["image"], "image/png")}})
+            elif kind == "audio":
+                parts.append(_audio_part(part["audio"]))
+            elif kind == "video":
+                parts.append({"type": "video_url", "video_url": {"url": _data_url(part["video"], "video/mp4")}})
+            else:
+                raise OmniError(f"cannot send a {kind!r} content part to an OpenAI-compatible endpoint")
+        if message["role"] != "user" and all(p["type"] == "text" for p in parts):
+            parts = "".join(p["text"] for p in parts)
+        converted.append({"role": message["role"], "content": parts})
+    return converted
+
+
+class EndpointModel:
+    """``chat_batch`` over an OpenAI-compatible server; requests of a batch run concurrently, in order."""
+
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, *,
+                 timeout: float = 300.0, max_retries: int = 2, max_concurrency: int = 8) -> None:
+        try:
+            from openai import OpenAI
+        except ImportError as error:
+            raise OmniError("evaluating an endpoint needs the openai client: pip install openai") from error
+        url = base_url.rstrip("/")
+        self.client = OpenAI(base_url=url if url.endswith("/v1") else url + "/v1", api_key=api_key or "none",
+                             timeout=timeout, max_retries=max_retries)
+        self.max_concurrency = max_concurrency
+        self.model = model or self._first_model()
+        self.name = f"{self.model}@{url}"
+
+    def _first_model(self) -> str:
+        try:
+            models = [m.id for m in self.client.models.list()]
+        except Exception as error:  # the client raises many kinds; say what to check
+            raise OmniError(f"could not list models at {self.client.base_url} ({error}); is the server running? "
+                            f"Pass the model name as MODEL to skip this step") from error
+        if not models:
+            raise OmniError(f"the server at {self.client.base_url} lists no models; pass the model name as MODEL")
+        return models[0]
+
+    def _one(self, messages: list[dict], gen: dict) -> str:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages),
+                                  "max_tokens": gen.get("max_new_tokens", 256),
+                                  "temperature": gen.get("temperature", 0.0)}
+        for key in ("top_p", "stop", "seed"):
+            if gen.get(key) is not None:
+                kwargs[key] = gen[key]
+        response = self.client.chat.completions.create(**kwargs)
+        return response.choices[0].message.content or ""
+
+    def chat_batch(self, conversations: list[list[dict]], **gen: Any) -> list[str]:
+        """Replies to several conversations (one request each, sent concurrently)."""
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(conversations)))) as pool:
+            return list(pool.map(lambda messages: self._one(messages, gen), conversations))
