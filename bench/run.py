@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("bench_core",)
+SECTIONS = ("bench_core", "bench_serve")
 HERE = Path(__file__).resolve().parent
 
 

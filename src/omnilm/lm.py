@@ -76,8 +76,8 @@ class OmniLM:
     @torch.no_grad()
     def chat_batch(self, conversations: list, **gen: Any) -> list[str]:
         """Replies to several conversations, generated together (left-padded batch)."""
-        inputs = self._inputs(conversations)
-        kwargs, stop = self._generation_kwargs(**gen)
+        inputs = self.prepare_inputs(conversations)
+        kwargs, stop = self.generation_kwargs(**gen)
         new_tokens = self.model.generate(**inputs, **kwargs)  # (B, N_new)
         return [_cut_at_stop(self.processor.decode(row), stop) for row in new_tokens]
 
@@ -85,8 +85,8 @@ class OmniLM:
         """Yield the reply in pieces as it is generated."""
         from transformers import TextIteratorStreamer
 
-        inputs = self._inputs([messages])
-        kwargs, stop = self._generation_kwargs(**gen)
+        inputs = self.prepare_inputs([messages])
+        kwargs, stop = self.generation_kwargs(**gen)
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
 
@@ -106,7 +106,8 @@ class OmniLM:
             raise errors[0]
 
     # Helpers ------------------------------------------------------------------------------------
-    def _inputs(self, conversations: list) -> dict[str, torch.Tensor]:
+    def prepare_inputs(self, conversations: list) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch of conversations (transcribing audio first in transcribe mode)."""
         placeholders = self.processor.layout.placeholders
         convs = [c if isinstance(c, Conversation) else normalize_conversation(c, placeholders) for c in conversations]
         if self.model.transcriber is not None:
@@ -130,7 +131,7 @@ class OmniLM:
             messages.append({"role": message["role"], "content": content})
         return Conversation(messages, [(m, item) for m, item in conv.media if m != "audio"])
 
-    def _generation_kwargs(
+    def generation_kwargs(
         self,
         *,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -141,6 +142,7 @@ class OmniLM:
         use_cache: bool = True,
         **extra: Any,
     ) -> tuple[dict[str, Any], list[str]]:
+        """Keyword arguments for `OmniModel.generate` from the user's settings, and the stop strings."""
         from transformers import GenerationConfig
 
         tokenizer = self.processor.tokenizer

@@ -15,9 +15,9 @@ EXAMPLE = """example:
   > What colour is the shape?
 
 commands: /image P, /audio P, /video P attach media to the next message; /reset clears the
-conversation; /quit (or Ctrl-D) leaves."""
+conversation; /help lists the commands; /quit (or Ctrl-D) leaves."""
 
-HELP = "commands: /image PATH, /audio PATH, /video PATH, /reset, /quit"
+HELP = "commands: /image PATH, /audio PATH, /video PATH, /reset, /help, /quit"
 
 
 def register(subparsers) -> None:
@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
     parser.add_argument("--system", default=None, help="system prompt")
+    parser.add_argument("--stop", action="append", default=None, help="end answers at this string (repeatable)")
     add_generation_flags(parser)
     parser.set_defaults(func=run)
 
@@ -37,12 +38,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     lm = load_model(args.model, args.device)
-    session = ChatSession(lm, system=args.system, gen=generation_kwargs(args))
+    session = ChatSession(lm, system=args.system, gen={**generation_kwargs(args), "stop": getattr(args, "stop", None)})
     stdout.write(f"omnilm chat · {lm.name} · takes text{''.join(', ' + m for m in lm.modalities)}\n{HELP}\n")
     while True:
-        stdout.write("> ")
-        stdout.flush()
-        line = stdin.readline()
+        line = _read_line(session.prompt(), stdin, stdout)
         if not line:
             stdout.write("\n")
             return 0
@@ -51,6 +50,22 @@ def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
                 return 0
         except OmniError as err:
             stdout.write(f"error: {err}\n")
+
+
+def _read_line(prompt: str, stdin, stdout) -> str:
+    """One line with its newline, "" at end of input; a terminal gets line editing and history."""
+    if stdin is sys.stdin and stdout is sys.stdout and stdin.isatty():
+        try:
+            import readline  # noqa: F401  (importing it gives input() arrow keys and history)
+        except ImportError:
+            pass
+        try:
+            return input(prompt) + "\n"
+        except EOFError:
+            return ""
+    stdout.write(prompt)
+    stdout.flush()
+    return stdin.readline()
 
 
 class ChatSession:
@@ -64,7 +79,12 @@ class ChatSession:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
         self.pending: list[dict] = []
 
+    def prompt(self) -> str:
+        """`> `, or `[image, audio] > ` while media waits to be sent with the next message."""
+        return f"[{', '.join(p['type'] for p in self.pending)}] > " if self.pending else "> "
+
     def handle(self, line: str, out) -> str | None:
+        """Run one input line: a command or a message (answered, streamed to `out`). "quit" ends the chat."""
         if not line:
             return None
         command, _, argument = line.partition(" ")
@@ -74,13 +94,17 @@ class ChatSession:
             self.reset()
             out.write("conversation cleared\n")
             return None
+        if command == "/help":
+            out.write(HELP + "\n")
+            return None
         if command in ("/image", "/audio", "/video"):
             kind = command[1:]
-            path = Path(argument.strip()).expanduser()
+            path = Path(argument.strip().strip("'\"")).expanduser()  # terminals quote dropped files
             if not path.is_file():
                 raise OmniError(f"{kind} file {path} does not exist")
             if kind not in self.lm.modalities:
-                raise OmniError(f"this model does not take {kind}; it takes {', '.join(self.lm.modalities) or 'text only'}")
+                takes = ", ".join(self.lm.modalities) or "text only"
+                raise OmniError(f"this model does not take {kind}; it takes {takes}")
             self.pending.append({"type": kind, kind: str(path)})
             out.write(f"attached {kind} {path.name}\n")
             return None
@@ -98,6 +122,9 @@ class ChatSession:
             out.write("\n")
         except OmniError:
             self.messages.pop()  # keep the history usable after a bad message
+            if self.pending:
+                out.write(f"dropped {len(self.pending)} attachment(s); attach them again once fixed\n")
+                self.pending = []
             raise
         self.pending = []
         self.messages.append({"role": "assistant", "content": reply})

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from omnilm.chat import normalize_conversation
 from omnilm.cli.common import add_generation_flags, generation_kwargs, load_model
+from omnilm.errors import OmniError
 
 EXAMPLE = """example:
   omnilm generate runs/quickstart/model --prompt "What shape is this?" --image shape.png
@@ -26,14 +29,19 @@ def register(subparsers) -> None:
     parser.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     parser.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
     parser.add_argument("--video", action="append", default=[], help="video file (repeatable)")
+    parser.add_argument("--system", default=None, help="system prompt")
+    parser.add_argument("--stop", action="append", default=None, help="end the answer at this string (repeatable)")
     parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     add_generation_flags(parser)
     parser.set_defaults(func=run)
 
 
-def build_content(prompt: str, images: list, audios: list, videos: list) -> list[dict]:
-    """Content parts: media first (in the order given), then the text — unless the prompt places them."""
-    if any(tag in prompt for tag in ("<image>", "<audio>", "<video>")):
+def build_content(
+    prompt: str, images: list, audios: list, videos: list, tags=("<image>", "<audio>", "<video>")
+) -> list[dict] | str:
+    """Content parts: media first (in the order given), then the text — or the prompt itself if it places
+    them with the model's placeholder `tags`."""
+    if any(tag in prompt for tag in tags):
         return prompt
     parts = [{"type": "image", "image": p} for p in images]
     parts += [{"type": "audio", "audio": p} for p in audios]
@@ -42,13 +50,19 @@ def build_content(prompt: str, images: list, audios: list, videos: list) -> list
 
 
 def run(args: argparse.Namespace) -> int:
+    for kind in ("image", "audio", "video"):  # fail before the (slow) model load
+        for path in getattr(args, kind):
+            if not Path(path).is_file():
+                raise OmniError(f"--{kind} {path}: no such file")
     lm = load_model(args.model, args.device)
-    gen = generation_kwargs(args)
-    content = build_content(args.prompt, args.image, args.audio, args.video)
-    if isinstance(content, str):
-        print(lm.generate(content, images=args.image, audios=args.audio, videos=args.video, **gen))
-        return 0
-    messages = [{"role": "user", "content": content}]
+    gen = {**generation_kwargs(args), "stop": getattr(args, "stop", None)}
+    system = getattr(args, "system", None)
+    placeholders = lm.processor.layout.placeholders
+    content = build_content(args.prompt, args.image, args.audio, args.video, tuple(placeholders.values()))
+    messages = [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": content}]
+    if isinstance(content, str):  # the prompt places the media with <image>/<audio>/<video>
+        messages = normalize_conversation(messages, placeholders, images=args.image,
+                                          audios=args.audio, videos=args.video)
     if args.stream:
         for piece in lm.stream(messages, **gen):
             sys.stdout.write(piece)

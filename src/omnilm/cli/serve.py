@@ -1,0 +1,78 @@
+"""`omnilm serve MODEL`: the OpenAI-compatible API and web page on FastAPI + uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from omnilm.cli.common import load_model
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE = """example:
+  omnilm serve runs/quickstart/model --port 8000 --api-key secret
+  curl http://127.0.0.1:8000/v1/chat/completions -H "Authorization: Bearer secret" \\
+       -H "Content-Type: application/json" -d '{"messages": [{"role": "user", "content": "Hello"}]}'
+
+Open http://127.0.0.1:8000/ for the web page. The key can also come from $OMNILM_API_KEY.
+SIGTERM / Ctrl-C stop accepting requests and finish the ones in flight."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model: OpenAI-compatible API + web page",
+        description="Serve MODEL over HTTP: POST /v1/chat/completions (text, image_url, input_audio, video_url "
+        "parts; streaming), GET /v1/models, GET /health, and a chat page at /.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set OMNILM_API_KEY)")
+    parser.add_argument("--model-id", default=None, help="model name reported by /v1/models (default: MODEL)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu)")
+    media = parser.add_argument_group("remote media")
+    media.add_argument("--allow-remote-media", action="store_true",
+                       help="fetch http(s) media URLs (default off: data URLs only)")
+    media.add_argument("--allowed-hosts", nargs="+", default=[], metavar="HOST",
+                       help="hosts remote media may come from; private and loopback addresses are always refused")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-body-mb", type=float, default=32.0, help="request body size in MiB (default 32)")
+    limits.add_argument("--max-image-pixels", type=int, default=16_000_000, help="pixels per image (default 16e6)")
+    limits.add_argument("--max-audio-seconds", type=float, default=30.0, help="seconds per audio clip (default 30)")
+    limits.add_argument("--max-video-frames", type=int, default=3000, help="frames per video (default 3000)")
+    limits.add_argument("--max-media-items", type=int, default=8, help="media items per request (default 8)")
+    limits.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens allowed (default 1024)")
+    limits.add_argument("--timeout", type=float, default=120.0, help="seconds per request, queueing included")
+    limits.add_argument("--max-batch-size", type=int, default=16, help="requests generated together (default 16)")
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from omnilm.serve import ServeSettings
+
+    return ServeSettings(
+        api_key=args.api_key, allow_remote_media=args.allow_remote_media, allowed_hosts=tuple(args.allowed_hosts),
+        max_body_bytes=int(args.max_body_mb * 2**20), max_image_pixels=args.max_image_pixels,
+        max_audio_seconds=args.max_audio_seconds, max_video_frames=args.max_video_frames,
+        max_media_items=args.max_media_items, max_tokens=args.max_tokens, request_timeout=args.timeout,
+        max_batch_size=args.max_batch_size, model_id=args.model_id,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from omnilm.serve import create_app
+
+    settings = settings_from_args(args)  # invalid limits fail before the model loads
+    lm = load_model(args.model, args.device)
+    app = create_app(lm, settings)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        logger.warning("serving on %s without an API key: anyone who can reach this port can use the model", args.host)
+    logger.info("serving %s on http://%s:%d (web page at /, API at /v1)", app.state.settings.model_id or lm.name,
+                args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=args.timeout)
+    return 0
