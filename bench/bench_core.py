@@ -47,12 +47,12 @@ def _median_seconds(*fns) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def measure(lm) -> dict:
+def measure(lm, new_tokens: int = NEW_TOKENS) -> dict:
     from omnilm.demo import make_shape_image
 
     prompt = "Describe a red circle on a white background in detail."
     inputs = lm.processor(prompt)
-    fixed = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+    fixed = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
 
     def omni():
         lm.generate(prompt, **fixed)
@@ -65,20 +65,33 @@ def measure(lm) -> dict:
             )
 
     omni_s, bare_s = _median_seconds(omni, bare)
-    image = make_shape_image()
-    (ttft,) = _median_seconds(lambda: lm.generate("<image> What is this?", images=[image], max_new_tokens=1))
-    return {
+    result = {
         "parameters_m": round(sum(p.numel() for p in lm.model.parameters()) / 1e6, 2),
-        "omnilm_decode_tokens_per_s": round(NEW_TOKENS / omni_s, 1),
-        "bare_llm_decode_tokens_per_s": round(NEW_TOKENS / bare_s, 1),
+        "omnilm_decode_tokens_per_s": round(new_tokens / omni_s, 2),
+        "bare_llm_decode_tokens_per_s": round(new_tokens / bare_s, 2),
         "ratio_omnilm_over_bare": round(bare_s / omni_s, 3),
         "target_ratio": 0.95,
-        "time_to_first_token_with_image_ms": round(ttft * 1000, 1),
     }
+    if "image" in lm.modalities:
+        image = make_shape_image()
+        (ttft,) = _median_seconds(lambda: lm.generate("<image> What is this?", images=[image], max_new_tokens=1))
+        result["time_to_first_token_with_image_ms"] = round(ttft * 1000, 1)
+    return result
+
+
+def _packaged_qwen():
+    """Qwen2.5-0.5B-Instruct through omnilm.load, if its packages are installed (else None)."""
+    from omnilm import load
+    from omnilm.packaged import is_cached, is_installed
+
+    ref = "pkg:qwen2.5-0.5b-instruct"
+    return load(ref) if is_cached(ref) or is_installed(ref) else None
 
 
 def run() -> dict:
     torch.manual_seed(0)
     out = {"tiny": measure(tiny_model(("image",))), "small_qwen2": measure(_small_lm())}
+    qwen = _packaged_qwen()
+    out["qwen2.5-0.5b-instruct"] = measure(qwen, new_tokens=16) if qwen else "skipped: packages not installed"
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out

