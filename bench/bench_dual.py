@@ -58,7 +58,7 @@ def indexing_throughput() -> dict:
 
 
 def _clustered(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
-    points = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.normal(size=(n, DIM)) / np.sqrt(DIM)
+    points = centres[rng.integers(0, len(centres), n)] + 0.8 * rng.normal(size=(n, DIM)) / np.sqrt(DIM)
     return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
 
 

@@ -1,0 +1,54 @@
+"""`omnilm train CONFIG.yaml [--set a.b=c ...]`: train any stage; resumes from the last checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+EXAMPLE = """examples:
+  omnilm train configs/stage1-align.yaml
+  omnilm train configs/stage2-lora.yaml --set optim.max_steps=200 --set stage.llm.lr=1e-4
+  accelerate launch --multi_gpu --num_processes 2 -m omnilm.cli.main train configs/stage1-align.yaml
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m omnilm.cli.main train CONFIG  # 2 CPU procs
+
+Running the same command again resumes from the newest checkpoint in output_dir (resume: never starts over).
+SIGINT / SIGTERM finish the current step, save a checkpoint and exit (code 130 / 143)."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model (any stage) from a YAML recipe",
+        description="Train connectors, LoRA adapters or whole parts as a training config says.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="training config (YAML), e.g. configs/stage1-align.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config field (repeatable), e.g. --set optim.lr=2e-4")
+    parser.add_argument("--dry-run", action="store_true", help="validate the config (not the data) and stop")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from omnilm.training.config import TrainConfig
+
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint lines drown the bar
+    config = TrainConfig.from_file(args.config, args.overrides)
+    if args.dry_run:
+        print(config.to_yaml(), end="")
+        return 0
+    from omnilm.training import train
+
+    result = train(config)
+    if result.interrupted:
+        print(f"stopped by {result.interrupted} at step {result.step}/{result.total_steps}; "
+              f"run the same command to resume")
+        return 128 + int(getattr(signal, result.interrupted))
+    summary = f"trained {result.step} steps; model saved to {result.final_dir}"
+    if result.eval:
+        summary += f" (eval loss {result.eval['eval_loss']:.4f})"
+    print(summary)
+    return 0

@@ -1,0 +1,186 @@
+"""DualModel: a DualEncoder with its processor — build, save, load, embed images and texts.
+
+A checkpoint is a directory like every omnilm model: `omnilm.json` (the DualEncoderConfig with
+`"kind": "dual_encoder"`, each tower named by its source), `model.safetensors` (projection heads,
+temperature and any tower trained in full), the tokenizer files and `dual_preprocessor.json`.
+`save(dir, full=True)` also writes both towers (sources become `./vision`, `./text`) so it stands alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from omnilm.dual.config import DualEncoderConfig
+from omnilm.dual.model import DualEncoder
+from omnilm.dual.processor import DualProcessor
+from omnilm.errors import OmniError
+from omnilm.io import atomic_directory
+from omnilm.sources import resolve_source
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "omnilm.json"
+WEIGHTS_FILE = "model.safetensors"
+KIND = "dual_encoder"
+
+
+def is_dual_checkpoint(path: str | Path) -> bool:
+    config = Path(path) / CONFIG_FILE
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("kind") == KIND
+    except (OSError, ValueError):
+        return False
+
+
+class DualModel:
+    """`model` (DualEncoder, an nn.Module) + `processor`; `name` is the reference it was loaded from."""
+
+    def __init__(self, model: DualEncoder, processor: DualProcessor, name: str = "dual") -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.name = name
+        self._identity: str | None = None
+
+    @property
+    def config(self) -> DualEncoderConfig:
+        return self.model.config
+
+    @property
+    def dim(self) -> int:
+        return self.config.projection_dim
+
+    @classmethod
+    def from_config(cls, config: DualEncoderConfig, *, base_dir: str | Path | None = None, seed: int = 0,
+                    name: str = "dual") -> DualModel:
+        torch.manual_seed(seed)  # fresh projection heads are drawn from this seed
+        return cls(DualEncoder.from_config(config, base_dir=base_dir),
+                   DualProcessor.from_config(config, base_dir=base_dir), name)
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the config and the stored weights: an index records it and refuses other models."""
+        if self._identity is None:
+            digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+            for key, tensor in sorted(self.model.trained_state_dict().items()):
+                tensor = tensor.detach().cpu().contiguous().reshape(-1)
+                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes())
+            self._identity = digest.hexdigest()
+        return self._identity
+
+    def forget_identity(self) -> None:
+        """Call after changing weights (training) so `identity` is recomputed."""
+        self._identity = None
+
+    # Embedding ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed_images(self, items: list[Any], batch_size: int = 32) -> np.ndarray:
+        """Images (paths, bytes, data URLs, PIL) → unit vectors (N, D) float32. Raises MediaError on a bad item."""
+        chunks = [self.model.encode_images(self.processor.images(items[i : i + batch_size]))
+                  for i in range(0, len(items), batch_size)]
+        return _stack(chunks, self.dim)
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        """Texts → unit vectors (M, D) float32."""
+        if isinstance(texts, str):
+            texts = [texts]
+        chunks = [self.model.encode_texts(**self.processor.texts(texts[i : i + batch_size]))
+                  for i in range(0, len(texts), batch_size)]
+        return _stack(chunks, self.dim)
+
+    # Checkpoints ----------------------------------------------------------------------------------------
+    def save(self, directory: str | Path, *, full: bool = False) -> Path:
+        """Write a checkpoint atomically (an interrupted save leaves the previous one intact)."""
+        directory = Path(directory)
+        config = copy.deepcopy(self.config)
+        with atomic_directory(directory) as staging:
+            state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.trained_state_dict().items()}
+            if full:
+                self.model.vision_tower.save_pretrained(staging / "vision")
+                self.model.text_tower.save_pretrained(staging / "text")
+                config.vision.source, config.text.source = "./vision", "./text"
+                config.trained_parts = []
+                state = {k: v for k, v in state.items() if not k.startswith(("vision_tower.", "text_tower."))}
+            save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1", "kind": KIND})
+            (staging / CONFIG_FILE).write_text(config.to_json())
+            self.processor.save_pretrained(staging)
+        return directory
+
+
+def load_dual(ref: str | Path, *, device: str = "cpu") -> DualModel:
+    """Load a dual-encoder checkpoint (directory, hub id or pkg: reference): towers from their sources,
+    then the stored heads and trained towers on top."""
+    directory = Path(resolve_source(str(ref)))
+    if not (directory / CONFIG_FILE).is_file():
+        raise OmniError(f"{ref} is not an omnilm checkpoint ({CONFIG_FILE} is missing); train a dual encoder with "
+                        "`omnilm train-dual CONFIG.yaml` or pass its output directory")
+    data = json.loads((directory / CONFIG_FILE).read_text())
+    if data.get("kind") != KIND:
+        raise OmniError(f"{ref} is an omnilm model but not a dual encoder (image search and embeddings need one, "
+                        "trained with `omnilm train-dual`)")
+    config = DualEncoderConfig.from_dict(data)
+    model = DualEncoder.from_config(config, base_dir=directory)
+    state = load_file(str(directory / WEIGHTS_FILE))
+    expected = set(model.trained_state_dict())
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys or expected - set(state):
+        raise OmniError(f"{directory / WEIGHTS_FILE} does not match {CONFIG_FILE}: unexpected "
+                        f"{sorted(result.unexpected_keys)[:5]}, missing {sorted(expected - set(state))[:5]}")
+    name = str(directory.resolve()) if Path(str(ref)).is_dir() else str(ref)  # usable from any directory
+    return DualModel(model.to(device), DualProcessor.from_pretrained(directory), name=name)
+
+
+def embed_request(model: DualModel, inputs: str | Iterable[Any]) -> list[list[float]]:
+    """Embeddings for an OpenAI-style `input`: one string or a list; each item a text, an image data URL
+    (`data:image/...`), or a mapping `{"text": ...}` / `{"image": ...}` / `{"image_url": {"url": ...}}`.
+
+    Texts and images share one space, so the result mixes freely; order is kept. Bad images raise MediaError.
+    """
+    items = [inputs] if isinstance(inputs, (str, dict)) else list(inputs)
+    if not items:
+        raise OmniError("input is empty: give a text, an image data URL, or a list of them")
+    kinds, values = [], []
+    for index, item in enumerate(items):
+        kind, value = _classify(item, index)
+        kinds.append(kind)
+        values.append(value)
+    out: list[list[float] | None] = [None] * len(items)
+    for kind, embed in (("text", model.embed_texts), ("image", model.embed_images)):
+        positions = [i for i, k in enumerate(kinds) if k == kind]
+        if positions:
+            vectors = embed([values[i] for i in positions])
+            for i, vector in zip(positions, vectors):
+                out[i] = vector.tolist()
+    return out
+
+
+def _classify(item: Any, index: int) -> tuple[str, Any]:
+    if isinstance(item, str):
+        return ("image", item) if item.startswith("data:image/") else ("text", item)
+    if isinstance(item, dict):
+        if isinstance(item.get("text"), str):
+            return "text", item["text"]
+        image = item.get("image") or (item.get("image_url") or {}).get("url")
+        if isinstance(image, str) and image.startswith("data:"):
+            return "image", image
+    raise OmniError(f"input[{index}]: expected a text, an image data URL, or {{'text'|'image': ...}}; "
+                    f"got {type(item).__name__}")
+
+
+def _stack(chunks: list[torch.Tensor], dim: int) -> np.ndarray:
+    if not chunks:
+        return np.zeros((0, dim), dtype=np.float32)
+    return torch.cat(chunks).float().cpu().numpy()

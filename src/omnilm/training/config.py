@@ -1,0 +1,291 @@
+"""TrainConfig: one training run (any stage) as nested dataclasses, read from YAML with `--set` overrides.
+
+A stage is settings: each part (`vision`, `audio`, `connectors`, optionally one connector, `llm`) is
+`frozen | full | lora | qlora` with its own learning rate and weight decay. Every field is checked on
+construction and errors name the field (`stage.llm.mode: ...`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omnilm.config import MODALITIES, OmniConfig, _coerce, _require
+from omnilm.errors import ConfigError
+
+PART_MODES = ("frozen", "full", "lora", "qlora")
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+RESUME = ("auto", "never")
+
+
+@dataclass
+class ModelSection:
+    """Where the model comes from: exactly one of `config`, `checkpoint`, `tiny`."""
+
+    config: str | dict[str, Any] | None = None  # OmniConfig (file or inline mapping): fresh connectors
+    checkpoint: str | None = None  # an omnilm checkpoint (dir or pkg:/hub ref) to continue from, e.g. stage 1
+    tiny: list[str] | None = None  # modalities of omnilm.testing.tiny_model (tests and examples)
+    tiny_connector: str = "mlp"  # connector type of the tiny model
+
+    def validate(self, path: str = "model") -> None:
+        given = [name for name in ("config", "checkpoint", "tiny") if getattr(self, name)]
+        _require(len(given) == 1, path, f"set exactly one of config, checkpoint, tiny (got {given or 'none'})")
+        if self.tiny is not None:
+            bad = [m for m in self.tiny if m not in MODALITIES]
+            _require(not bad, f"{path}.tiny", f"unknown modalities {bad}; choose from {MODALITIES}")
+
+
+@dataclass
+class DataSection:
+    train: str | list[str] = ""  # JSONL file(s): LLaVA `conversations` or OpenAI `messages` records
+    eval: str | list[str] | None = None  # held-out JSONL for the eval loss
+    media_root: str | None = None  # media paths are relative to this (default: each JSONL file's folder)
+    streaming: bool = False  # read records lazily through a datasets.IterableDataset (needs optim.max_steps)
+    shuffle: bool = True  # a fresh seeded order each epoch
+    shuffle_buffer: int = 1000  # streaming only: examples held for approximate shuffling
+    max_eval_samples: int | None = 256  # cap on eval records (eval runs every `eval_every` steps)
+    num_workers: int = 0  # DataLoader workers decoding media and collating (streaming data collates in-process)
+
+    @property
+    def train_files(self) -> list[str]:
+        return [self.train] if isinstance(self.train, str) else list(self.train)
+
+    @property
+    def eval_files(self) -> list[str]:
+        if not self.eval:
+            return []
+        return [self.eval] if isinstance(self.eval, str) else list(self.eval)
+
+    def validate(self, path: str = "data") -> None:
+        _require(bool(self.train_files) and all(self.train_files), f"{path}.train", "name at least one JSONL file")
+        _require(self.shuffle_buffer >= 1, f"{path}.shuffle_buffer", "must be >= 1")
+        _require(self.num_workers >= 0, f"{path}.num_workers", "must be >= 0")
+        _require(self.max_eval_samples is None or self.max_eval_samples > 0, f"{path}.max_eval_samples", "must be > 0")
+
+
+def _floats(section: Any) -> None:
+    """YAML reads `1e-3` as a string (it wants `1.0e-3`): turn such strings in float fields into numbers."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if str(f.type).startswith("float") and isinstance(value, str):
+            try:
+                setattr(section, f.name, float(value))
+            except ValueError:
+                raise TypeError(f"{f.name} must be a number, got {value!r}") from None
+
+
+@dataclass
+class PartStage:
+    mode: str = "frozen"  # frozen | full | lora | qlora (lora/qlora: the LLM only)
+    lr: float | None = None  # None: optim.lr
+    weight_decay: float = 0.0  # AdamW decay on matrices (never on biases and norms)
+
+    def __post_init__(self) -> None:
+        _floats(self)
+
+    def validate(self, path: str, modes: tuple[str, ...] = PART_MODES) -> None:
+        _require(self.mode in modes, f"{path}.mode", f"{self.mode!r} is not one of {modes}")
+        _require(self.lr is None or self.lr >= 0, f"{path}.lr", "must be >= 0")
+        _require(self.weight_decay >= 0, f"{path}.weight_decay", "must be >= 0")
+
+
+@dataclass
+class LoraSection:
+    r: int = 16  # adapter rank
+    alpha: int = 32  # scale = alpha / r
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"  # PEFT names, e.g. [q_proj, v_proj]
+
+    def __post_init__(self) -> None:
+        _floats(self)
+
+    def validate(self, path: str = "stage.lora") -> None:
+        _require(self.r >= 1, f"{path}.r", "must be >= 1")
+        _require(0 <= self.dropout < 1, f"{path}.dropout", "must be in [0, 1)")
+        _require(bool(self.target_modules), f"{path}.target_modules", "name modules or use 'all-linear'")
+
+    def peft_settings(self) -> dict[str, Any]:
+        return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                "target_modules": self.target_modules}
+
+
+@dataclass
+class StageSection:
+    """Stage 1 (align): connectors only. Stage 2 (instruct): connectors + LoRA on the LLM."""
+
+    name: str = "align"
+    vision: PartStage = field(default_factory=PartStage)
+    audio: PartStage = field(default_factory=PartStage)
+    connectors: PartStage = field(default_factory=lambda: PartStage(mode="full"))
+    per_connector: dict[str, PartStage] = field(default_factory=dict)  # modality → what differs from `connectors`
+    llm: PartStage = field(default_factory=PartStage)
+    lora: LoraSection = field(default_factory=LoraSection)
+
+    def __post_init__(self) -> None:
+        for name in ("vision", "audio", "connectors", "llm"):
+            setattr(self, name, _coerce(PartStage, getattr(self, name), f"stage.{name}"))
+        self.lora = _coerce(LoraSection, self.lora, "stage.lora")
+        if not isinstance(self.per_connector, dict):
+            raise TypeError("per_connector must map a modality to part settings")
+        base = dataclasses.asdict(self.connectors)  # an override names only what differs from `connectors`
+        self.per_connector = {
+            k: _coerce(PartStage, {**base, **v} if isinstance(v, dict) else v, f"stage.per_connector.{k}")
+            for k, v in self.per_connector.items()
+        }
+
+    def validate(self, path: str = "stage") -> None:
+        self.vision.validate(f"{path}.vision", ("frozen", "full"))
+        self.audio.validate(f"{path}.audio", ("frozen", "full"))
+        self.connectors.validate(f"{path}.connectors", ("frozen", "full"))
+        for key, part in self.per_connector.items():
+            _require(key in MODALITIES, f"{path}.per_connector.{key}", f"unknown modality; choose from {MODALITIES}")
+            part.validate(f"{path}.per_connector.{key}", ("frozen", "full"))
+        self.llm.validate(f"{path}.llm")
+        self.lora.validate(f"{path}.lora")
+
+    def connector(self, key: str) -> PartStage:
+        return self.per_connector.get(key, self.connectors)
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-3  # default learning rate of every trained part
+    batch_size: int = 8  # per process; global batch = batch_size × processes × grad_accum
+    grad_accum: int = 1  # micro-batches per optimizer step
+    epochs: float = 1.0  # passes over the training data (ignored when max_steps is set)
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    warmup_steps: int | None = None  # linear warmup; None: warmup_ratio × total steps
+    warmup_ratio: float = 0.03
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    max_grad_norm: float | None = 1.0  # clip the global gradient norm; None: no clipping
+    betas: tuple[float, float] = (0.9, 0.999)
+    mixed_precision: str = "auto"  # auto: bf16 on GPUs that support it, else fp32 · no | bf16 | fp16
+    gradient_checkpointing: bool = False  # recompute LLM activations in backward: less memory, ~30% slower
+
+    def __post_init__(self) -> None:
+        _floats(self)
+
+    def validate(self, path: str = "optim") -> None:
+        _require(self.lr > 0, f"{path}.lr", "must be > 0")
+        _require(self.batch_size >= 1, f"{path}.batch_size", "must be >= 1")
+        _require(self.grad_accum >= 1, f"{path}.grad_accum", "must be >= 1")
+        _require(self.epochs > 0, f"{path}.epochs", "must be > 0")
+        _require(self.max_steps is None or self.max_steps >= 1, f"{path}.max_steps", "must be >= 1")
+        _require(self.warmup_steps is None or self.warmup_steps >= 0, f"{path}.warmup_steps", "must be >= 0")
+        _require(0 <= self.warmup_ratio < 1, f"{path}.warmup_ratio", "must be in [0, 1)")
+        _require(self.schedule in SCHEDULES, f"{path}.schedule", f"{self.schedule!r} is not one of {SCHEDULES}")
+        _require(self.max_grad_norm is None or self.max_grad_norm > 0, f"{path}.max_grad_norm", "must be > 0")
+        _require(len(self.betas) == 2, f"{path}.betas", "must be two numbers")
+        _require(self.mixed_precision in PRECISIONS, f"{path}.mixed_precision",
+                 f"{self.mixed_precision!r} is not one of {PRECISIONS}")
+
+
+@dataclass
+class FeatureCacheSection:
+    enabled: bool = True  # encode each media item once per frozen encoder; reuse across epochs and runs
+    dir: str | None = None  # default: $OMNILM_CACHE/features
+
+    def validate(self, path: str = "feature_cache") -> None:
+        pass
+
+
+@dataclass
+class ExportSection:
+    merge_lora: bool = False  # fold LoRA adapters into the LLM in the final model (stores the whole LLM)
+    full: bool = False  # write every base part into the final model (a standalone checkpoint)
+
+    def validate(self, path: str = "export") -> None:
+        pass
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection
+    data: DataSection
+    output_dir: str = "runs/train"  # checkpoints/, final/, metrics.jsonl, loss.png
+    stage: StageSection = field(default_factory=StageSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    feature_cache: FeatureCacheSection = field(default_factory=FeatureCacheSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    seed: int = 0  # data order, fresh weights, dropout
+    log_every: int = 1  # optimizer steps between metric lines
+    eval_every: int | None = None  # steps between eval-loss passes (and one at the end); None: only at the end
+    save_every: int | None = 100  # steps between resumable checkpoints; None: only on exit
+    keep_last: int = 2  # resumable checkpoints kept (oldest pruned)
+    resume: str = "auto"  # auto: continue from the newest checkpoint in output_dir · never · or a checkpoint dir
+
+    def __post_init__(self) -> None:
+        self.model = _coerce(ModelSection, self.model, "model")
+        self.data = _coerce(DataSection, self.data, "data")
+        self.stage = _coerce(StageSection, self.stage, "stage")
+        self.optim = _coerce(OptimSection, self.optim, "optim")
+        self.optim.betas = tuple(self.optim.betas)
+        self.feature_cache = _coerce(FeatureCacheSection, self.feature_cache, "feature_cache")
+        self.export = _coerce(ExportSection, self.export, "export")
+        self.validate()
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.data.validate()
+        self.stage.validate()
+        self.optim.validate()
+        _require(bool(self.output_dir), "output_dir", "must name a directory")
+        for name in ("log_every", "eval_every", "save_every"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, name, "must be >= 1")
+        _require(self.keep_last >= 1, "keep_last", "must be >= 1")
+        _require(not self.data.streaming or self.optim.max_steps is not None, "optim.max_steps",
+                 "streaming data has no known length: set optim.max_steps")
+        if isinstance(self.model.config, dict):
+            OmniConfig.from_dict(self.model.config)  # errors name the OmniConfig field
+
+    # Files and overrides ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        data = self.to_dict()
+        data["optim"]["betas"] = list(data["optim"]["betas"])
+        return yaml.safe_dump(data, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training config must be a mapping, got {type(data).__name__}")
+        return _coerce(cls, data, "config")
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        """Read YAML (or JSON), then apply `a.b=c` overrides. Relative paths are relative to the working dir."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"training config {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a training config must be a mapping")
+        for item in overrides or []:
+            apply_override(data, item)
+        return cls.from_dict(data)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in nested `data`; the value is parsed as YAML (numbers, lists, null)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    value = yaml.safe_load(raw) if raw else ""
+    *parents, leaf = key.split(".")
+    node = data
+    for depth, name in enumerate(parents):
+        child = node.get(name)
+        if child is None:
+            child = node[name] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parents[: depth + 1])} is not a section")
+        node = child
+    node[leaf] = value

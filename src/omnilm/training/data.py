@@ -1,0 +1,202 @@
+"""Training data: validated JSONL records → Hugging Face `datasets` → this process's micro-batches.
+
+Every record of every file is validated before training starts (errors give file and line). The order
+is a pure function of (seed, epoch, step): a global batch of `batch_size × processes × grad_accum`
+records is cut into micro-batches, and process r takes its slice of each. So resuming at step s
+reproduces the data exactly, and N processes see the same global batches as one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from omnilm.data.records import MODALITIES, RecordError, parse_record, read_records
+from omnilm.errors import ConfigError, OmniError
+from omnilm.processor import OmniProcessor
+from omnilm.training.config import DataSection
+
+logger = logging.getLogger(__name__)
+
+
+def load_records(files: list[str], media_root: str | None, modalities: tuple[str, ...], limit: int | None = None):
+    """Validated records of `files` as rows {"messages": JSON text, "where": "file:line"}.
+
+    Beyond records.py's checks (JSON, shape, media files, placeholder counts, an assistant turn), each
+    record's media must be of a kind the model takes.
+    """
+    rows, problems = [], []
+    for file in files:
+        for record in read_records(file, media_root, limit=limit):
+            where = f"{file}:{record.line}"
+            kinds = {part["type"] for m in record.messages for part in m["content"] if part["type"] in MODALITIES}
+            unsupported = sorted(kinds - set(modalities))
+            if unsupported:
+                problems.append(f"{where}: the model takes no {', '.join(unsupported)} input "
+                                f"(it takes {', '.join(modalities) or 'text only'})")
+                continue
+            rows.append({"messages": json.dumps(record.messages), "where": where})
+    if problems:
+        raise RecordError(f"{len(problems)} record(s) the model cannot take:\n  " + "\n  ".join(problems[:20]))
+    return rows
+
+
+def _stream_rows(files: list[str], media_root: str | None) -> Iterator[dict[str, str]]:
+    """Rows of `files` read lazily (the files were validated before training started)."""
+    for file in files:
+        root = Path(media_root) if media_root is not None else Path(file).parent
+        with open(file, encoding="utf-8") as handle:
+            for index, line in enumerate(handle):
+                if line.strip():
+                    record = parse_record(json.loads(line), root, index)
+                    yield {"messages": json.dumps(record.messages), "where": f"{file}:{index + 1}"}
+
+
+class Collator:
+    """Rows → one padded batch (right padding, assistant-only labels) + each media item's file."""
+
+    def __init__(self, processor: OmniProcessor) -> None:
+        self.processor = processor
+
+    def __call__(self, rows: list[dict[str, str]]) -> dict[str, Any]:
+        conversations = [json.loads(row["messages"]) for row in rows]
+        try:
+            batch = self.processor(conversations, return_labels=True, padding_side="right")
+        except OmniError as err:
+            where = ", ".join(row["where"] for row in rows)
+            raise type(err)(f"in the batch of {where}: {err}") from None
+        batch["media_items"] = media_items(conversations)  # (modality → items in processor order)
+        return batch
+
+
+def media_items(conversations: list[list[dict]]) -> dict[str, list]:
+    """Media items of a batch per modality, in the order the processor stacks them."""
+    items: dict[str, list] = {m: [] for m in MODALITIES}
+    for messages in conversations:
+        for message in messages:
+            content = message["content"]
+            for part in content if isinstance(content, list) else []:
+                if part.get("type") in MODALITIES:
+                    items[part["type"]].append(part[part["type"]])
+    return items
+
+
+class TrainData:
+    """One split: rows in a `datasets.Dataset` (or `IterableDataset` when streaming) and the batch plan."""
+
+    def __init__(
+        self,
+        files: list[str],
+        section: DataSection,
+        modalities: tuple[str, ...],
+        *,
+        micro_batch: int,
+        grad_accum: int,
+        world: int,
+        rank: int,
+        seed: int,
+        limit: int | None = None,
+        streaming: bool = False,
+    ) -> None:
+        import datasets
+
+        rows = load_records(files, section.media_root, modalities, limit)  # validates everything up front
+        self.num_records = len(rows)
+        self.streaming = streaming
+        if streaming:
+            self.dataset = datasets.IterableDataset.from_generator(
+                _stream_rows, gen_kwargs={"files": files, "media_root": section.media_root}
+            )
+        else:
+            self.dataset = datasets.Dataset.from_list(rows)
+        self.section = section
+        self.collator: Collator | None = None  # set by attach(processor) once the model is built
+        self.micro_batch, self.grad_accum, self.world, self.rank, self.seed = micro_batch, grad_accum, world, rank, seed
+
+    def attach(self, processor: OmniProcessor) -> TrainData:
+        self.collator = Collator(processor)
+        return self
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.world * self.grad_accum
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one pass (an incomplete last global batch is dropped)."""
+        steps = self.num_records // self.global_batch
+        if steps == 0:
+            raise ConfigError(
+                f"optim.batch_size: the global batch ({self.micro_batch} × {self.world} processes × "
+                f"{self.grad_accum} accumulation = {self.global_batch}) exceeds the {self.num_records} training records"
+            )
+        return steps
+
+    def _rank_slices(self, global_rows: list) -> list[list]:
+        """This process's micro-batches of one global batch: micro a of rank r is slot a·world + r."""
+        b = self.micro_batch
+        return [global_rows[(a * self.world + self.rank) * b : (a * self.world + self.rank + 1) * b]
+                for a in range(self.grad_accum)]
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.section.shuffle:
+            return list(range(self.num_records))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_records, generator=generator).tolist()
+
+    def steps(self, epoch: int, start_step: int = 0) -> Iterator[list[dict[str, Any]]]:
+        """For each optimizer step of `epoch` from `start_step`: this process's `grad_accum` micro-batches."""
+        if self.streaming:
+            yield from self._stream_steps(epoch, start_step)
+            return
+        order = self.order(epoch)
+        plan = [
+            micro
+            for step in range(start_step, self.steps_per_epoch)
+            for micro in self._rank_slices(order[step * self.global_batch : (step + 1) * self.global_batch])
+        ]
+        workers = self.section.num_workers
+        loader = DataLoader(self.dataset, batch_sampler=plan, collate_fn=self.collator, num_workers=workers,
+                            prefetch_factor=4 if workers else None, generator=_own_generator())
+        yield from _group(iter(loader), self.grad_accum)
+
+    def _stream_steps(self, epoch: int, start_step: int) -> Iterator[list[dict[str, Any]]]:
+        dataset = self.dataset
+        if self.section.shuffle:
+            dataset = dataset.shuffle(seed=self.seed, buffer_size=self.section.shuffle_buffer)
+            dataset.set_epoch(epoch)
+        dataset = dataset.skip(start_step * self.global_batch)
+        pending: list[dict] = []
+        for row in dataset:
+            pending.append(row)
+            if len(pending) == self.global_batch:
+                yield [self.collator(rows) for rows in self._rank_slices(pending)]
+                pending = []
+
+    def shard(self) -> Iterator[dict[str, Any]]:
+        """Every record once, this process's share (record i goes to process i mod world), in micro-batches."""
+        if self.streaming:
+            raise ConfigError("data.eval: evaluation data is read in full; it cannot be streamed")
+        mine = list(range(self.rank, self.num_records, self.world))
+        plan = [mine[i : i + self.micro_batch] for i in range(0, len(mine), self.micro_batch)]
+        yield from DataLoader(self.dataset, batch_sampler=plan, collate_fn=self.collator, generator=_own_generator())
+
+
+def _own_generator() -> torch.Generator:
+    """A DataLoader seeds its workers from a generator; without its own it draws from the global RNG,
+    which would shift dropout after a resume."""
+    return torch.Generator().manual_seed(0)
+
+
+def _group(batches: Iterator, size: int) -> Iterator[list]:
+    while True:
+        group = [batch for _, batch in zip(range(size), batches)]
+        if len(group) < size:
+            return
+        yield group
