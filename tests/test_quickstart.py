@@ -1,0 +1,69 @@
+"""The quickstart's orchestration on a tiny model: steps run once, resume, and the table (seconds)."""
+
+import json
+import shutil
+
+import pytest
+
+from omnilm.quickstart import Steps, load_recipe, multi_turn, results_table, run_quickstart, timings_table
+
+
+def test_steps_run_once_and_resume_after_a_failure(tmp_path):
+    calls = []
+
+    def fail():
+        calls.append("b")
+        raise KeyboardInterrupt
+
+    steps = Steps(tmp_path / "state.json")
+    assert steps.run("a", lambda: calls.append("a") or 1) == 1
+    with pytest.raises(KeyboardInterrupt):
+        steps.run("b", fail)
+    again = Steps(tmp_path / "state.json")  # a new process: "a" is done, "b" is not
+    assert "b" in again.state["_interrupted"] and "b" not in again.seconds()
+    assert again.run("a", lambda: calls.append("a") or 2) == 1
+    assert again.run("b", lambda: calls.append("b2") or 3) == 3
+    assert calls == ["a", "b", "b2"] and set(again.seconds()) == {"a", "b"}
+
+
+def test_multi_turn_packs_questions_per_image():
+    records = [{"image": f"i{k % 2}.png", "conversations": [{"from": "human", "value": f"<image>\nq{k}"},
+                                                            {"from": "gpt", "value": f"a{k}"}]} for k in range(5)]
+    rows = multi_turn(records, ["\nOne word.", "\nSpoken."], max_turns=2)
+    assert [len(r["conversations"]) for r in rows] == [4, 2, 4]
+    first = rows[0]["conversations"]
+    assert first[0]["value"] == "<image>\nq0\nOne word." and first[2]["value"] == "q2" and first[3]["value"] == "a2"
+    assert rows[1]["conversations"][0]["value"] == "<image>\nq4\nSpoken."
+
+
+def test_budget_scales_training_steps():
+    recipe, half = load_recipe(), load_recipe(budget_minutes=load_recipe()["budget_minutes"] / 2)
+    assert half["train"]["optim"]["max_steps"] == round(recipe["train"]["optim"]["max_steps"] / 2)
+
+
+def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
+    pytest.importorskip("easy_vqa")
+    speech = shutil.which("espeak-ng") is not None
+    recipe = {
+        "budget_minutes": 20, "max_turns": 4, "answer_suffixes": ["\nAnswer with one word."], "train_limit": 30,
+        "eval": {"limit": 3, "seed": 0, "batch_size": 2},
+        "train": {"model": {"tiny": ["image", "audio"]}, "optim": {"batch_size": 2, "max_steps": 2},
+                  "save_every": 1, "feature_cache": {"enabled": False}},
+    }
+    first = run_quickstart(tmp_path, recipe)
+    assert set(first["results"]) == ({"typed", "spoken"} if speech else {"typed"})
+    assert first["results"]["typed"]["num_items"] == 3
+    assert len(first["examples"]) == (3 if speech else 1)
+    assert (tmp_path / "model" / "omnilm.json").is_file() and (tmp_path / "train" / "loss.png").is_file()
+    table = results_table(first["results"])
+    assert table.splitlines()[2].startswith("| typed | 3 | ") and "colour" in table.splitlines()[0]
+    assert "| total |" in timings_table(first["seconds"])
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished step ran again")
+
+    monkeypatch.setattr("omnilm.quickstart.train_model", boom)
+    monkeypatch.setattr("omnilm.quickstart.build_data", boom)
+    again = run_quickstart(tmp_path, recipe)  # everything done: nothing reruns, same answers
+    assert again["results"] == first["results"] and again["examples"] == first["examples"]
+    assert json.loads((tmp_path / "quickstart.json").read_text()).keys() == first["seconds"].keys()
