@@ -12,6 +12,7 @@ from torch import nn
 from omnilm.config import OmniConfig
 from omnilm.connectors import build_connector, connector_tokens
 from omnilm.encoders import AudioEncoder, VideoEncoder, VisionEncoder, WhisperTranscriber, load_vision_tower
+from omnilm.encoders.audio import mel_frames_per_token
 from omnilm.errors import PlaceholderMismatchError
 from omnilm.fusion import GatedXAttnFusion
 from omnilm.layout import MediaLayout
@@ -177,7 +178,7 @@ class OmniModel(nn.Module):
             feats = self.video.pool(video_frame_features)  # (N_vid, F'·T, C)
             out["video"] = self._connect(self.config.connector_for("video"), feats).flatten(0, 1)  # (N_vid·T', D)
         if audio_features is not None or audio_embeds is not None:
-            frames_per_token = 2 * self.config.audio.stack_factor  # conv stride 2, then k frames stacked
+            frames_per_token = mel_frames_per_token(self.config.audio.stack_factor)
             clips = []
             for i, frames in enumerate(audio_frames.tolist()):
                 if audio_embeds is not None:
@@ -266,7 +267,7 @@ class OmniModel(nn.Module):
         for modality, feats in features.items():
             if modality == "audio":  # clips differ in length: count each clip's tokens
                 connector = self.config.connectors["audio"]
-                frames_per_token = 2 * self.config.audio.stack_factor  # Whisper's conv stride 2, then k stacked
+                frames_per_token = mel_frames_per_token(self.config.audio.stack_factor)
                 sizes = [
                     connector_tokens(connector.type, frames // frames_per_token, **connector.options)
                     for frames in media["audio_frames"].tolist()

@@ -15,8 +15,13 @@ HOP_LENGTH = 160  # Whisper mel hop: 100 frames per second at 16 kHz
 CONV_STRIDE = 2  # conv2 halves the frame rate: 50 encoder frames per second
 
 
+def mel_frames_per_token(stack_factor: int) -> int:
+    """Mel frames behind one audio token: conv2 halves the rate, then k frames are stacked."""
+    return CONV_STRIDE * stack_factor
+
+
 def samples_per_token(stack_factor: int) -> int:
-    return HOP_LENGTH * CONV_STRIDE * stack_factor
+    return HOP_LENGTH * mel_frames_per_token(stack_factor)
 
 
 def audio_token_count(num_samples: int, stack_factor: int) -> int:
