@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -129,3 +130,39 @@ def test_encoders_start_frozen(tiny_lm):
     assert not any(p.requires_grad for p in tiny_lm.model.vision.parameters())
     assert not any(p.requires_grad for p in tiny_lm.model.audio.parameters())
     assert all(p.requires_grad for p in tiny_lm.model.connectors.parameters())
+
+
+def test_transcribe_mode_sends_every_clip_of_a_batch_to_whisper_at_once(tiny_lm, monkeypatch):
+    class FakeWhisper:  # names each clip by its length: the substitution must keep clip order per conversation
+        calls: list[int] = []
+
+        def transcribe(self, clips):
+            self.calls.append(len(clips))
+            return [f"clip of {len(c)} samples" for c in clips]
+
+    monkeypatch.setattr(tiny_lm.model, "transcriber", FakeWhisper())
+    clip = lambda n: (np.zeros(n, np.float32), 16000)  # noqa: E731
+    conversations = [
+        [{"role": "user", "content": [{"type": "audio", "audio": clip(800)}, {"type": "text", "text": "and"},
+                                      {"type": "audio", "audio": clip(1600)}]}],
+        [{"role": "user", "content": [{"type": "text", "text": "only text"}]}],
+        [{"role": "user", "content": [{"type": "audio", "audio": clip(2400)}]}],
+    ]
+    inputs = tiny_lm.prepare_inputs(conversations)
+    assert FakeWhisper.calls == [3]
+    texts = [tiny_lm.processor.tokenizer.decode(row, skip_special_tokens=True) for row in inputs["input_ids"]]
+    assert "clip of 800 samples\nand\nclip of 1600 samples" in texts[0]
+    assert "only text" in texts[1] and "clip of 2400 samples" in texts[2]
+    assert tiny_lm.processor.placeholder_ids["audio"] not in inputs["input_ids"]
+
+
+def test_lm_head_gets_contiguous_input_in_generation(tiny_lm, red_image):
+    seen = []  # a strided bf16 input sends CPU `linear` to a path ~300× slower
+    hook = tiny_lm.model.llm.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: seen.append(args[0].is_contiguous())
+    )
+    try:
+        tiny_lm.chat_batch([[{"role": "user", "content": "a long enough prompt here"}], "hi"], max_new_tokens=2)
+    finally:
+        hook.remove()
+    assert seen and all(seen)

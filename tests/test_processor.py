@@ -115,6 +115,29 @@ def test_fallback_chat_template():
     assert text == "User: hello\nAssistant:"
 
 
+def test_system_prompt_is_added_where_a_conversation_has_none_and_is_saved(tmp_path):
+    from omnilm.layout import MediaLayout
+    from omnilm.processor import OmniProcessor
+    from omnilm.testing import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = None
+    processor = OmniProcessor(tokenizer, MediaLayout(placeholders={}, system_prompt="Be brief."))
+
+    def text(conversation, **kwargs):
+        return processor.tokenizer.decode(processor(conversation, **kwargs)["input_ids"][0])
+
+    assert text("hello") == "System: Be brief.\nUser: hello\nAssistant:"
+    own = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hello"}]
+    assert text(own) == "System: Be kind.\nUser: hello\nAssistant:"  # the conversation's own wins
+    labelled = processor([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                         return_labels=True)
+    learned = labelled["labels"][0][labelled["labels"][0] != IGNORE_INDEX]
+    assert processor.tokenizer.decode(learned).strip() == "yo"  # labels still cover the answer only
+    processor.save_pretrained(tmp_path)
+    assert OmniProcessor.from_pretrained(tmp_path).layout.system_prompt == "Be brief."
+
+
 @pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", None)])
 def test_audio_formats_and_resampling(tiny_lm, fmt, subtype):
     rate = 44100

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from omnilm.quickstart import Steps, load_recipe, multi_turn, results_table, run_quickstart, timings_table
+from omnilm.quickstart import Steps, load_recipe, results_table, run_quickstart, single_turn, timings_table
 
 
 def test_steps_run_once_and_resume_after_a_failure(tmp_path):
@@ -26,14 +26,16 @@ def test_steps_run_once_and_resume_after_a_failure(tmp_path):
     assert calls == ["a", "b", "b2"] and set(again.seconds()) == {"a", "b"}
 
 
-def test_multi_turn_packs_questions_per_image():
-    records = [{"image": f"i{k % 2}.png", "conversations": [{"from": "human", "value": f"<image>\nq{k}"},
-                                                            {"from": "gpt", "value": f"a{k}"}]} for k in range(5)]
-    rows = multi_turn(records, ["\nOne word.", "\nSpoken."], max_turns=2)
-    assert [len(r["conversations"]) for r in rows] == [4, 2, 4]
-    first = rows[0]["conversations"]
-    assert first[0]["value"] == "<image>\nq0\nOne word." and first[2]["value"] == "q2" and first[3]["value"] == "a2"
-    assert rows[1]["conversations"][0]["value"] == "<image>\nq4\nSpoken."
+def test_single_turn_asks_each_question_alone_as_the_evaluation_does():
+    records = [{"image": f"i{k % 2}.png", "conversations": [{"from": "human", "value": f"<image>\nis q{k}?"},
+                                                            {"from": "gpt", "value": f"a{k}"}]} for k in range(3)]
+    rows = single_turn(records, "\nOne word.")
+    assert [r["conversations"] for r in rows] == [
+        [{"from": "human", "value": "<image>\nis q0?\nOne word."}, {"from": "gpt", "value": "a0"}],
+        [{"from": "human", "value": "<image>\nIs q1?\nOne word."}, {"from": "gpt", "value": "a1"}],  # as Whisper writes
+        [{"from": "human", "value": "<image>\nis q2?\nOne word."}, {"from": "gpt", "value": "a2"}],
+    ]
+    assert [r["image"] for r in rows] == ["i0.png", "i1.png", "i0.png"]
 
 
 def test_budget_scales_training_steps():
@@ -45,7 +47,7 @@ def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
     pytest.importorskip("easy_vqa")
     speech = shutil.which("espeak-ng") is not None
     recipe = {
-        "budget_minutes": 20, "max_turns": 4, "answer_suffixes": ["\nAnswer with one word."], "train_limit": 30,
+        "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30,
         "eval": {"limit": 3, "seed": 0, "batch_size": 2},
         "train": {"model": {"tiny": ["image", "audio"]}, "optim": {"batch_size": 2, "max_steps": 2},
                   "save_every": 1, "feature_cache": {"enabled": False}},

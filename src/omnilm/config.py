@@ -34,6 +34,7 @@ class LLMConfig:
     dtype: str = "float32"  # weights dtype; bfloat16 halves memory on GPUs
     trust_remote_code: bool = False  # off unless the user asks: remote code runs on load
     max_length: int | None = None  # context limit; None: the LLM config's max_position_embeddings
+    system_prompt: str | None = None  # system message for conversations without one; None: the template's default
 
     def validate(self, path: str = "llm") -> None:
         _require(bool(self.source), f"{path}.source", "must name a hub id, local directory or pkg: reference")
@@ -67,6 +68,8 @@ class AudioConfig:
     stack_factor: int = 4  # stack k encoder frames into one token (50 Hz → 12.5 Hz for k=4)
     max_seconds: float = 30.0  # Whisper's window; longer clips are refused
     dtype: str = "float32"
+    transcribe_prompt: str | None = None  # transcribe mode: text that primes Whisper's vocabulary (domain words)
+    transcribe_beams: int = 1  # transcribe mode: beam width of Whisper's decoding (1: greedy)
 
     def validate(self, path: str = "audio") -> None:
         _require(bool(self.source), f"{path}.source", "must name a Whisper model")
@@ -74,6 +77,7 @@ class AudioConfig:
         _require(self.stack_factor >= 1, f"{path}.stack_factor", "must be >= 1")
         _require(0 < self.max_seconds <= 30.0, f"{path}.max_seconds", "must be in (0, 30]: one Whisper window")
         _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        _require(self.transcribe_beams >= 1, f"{path}.transcribe_beams", "must be >= 1")
 
 
 @dataclass

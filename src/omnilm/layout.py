@@ -35,6 +35,7 @@ class MediaLayout:
     audio_mode: str | None = None  # embed | transcribe
     max_length: int | None = None  # LLM context window
     fusion: str = "embed"  # gated_xattn: one placeholder token per item marks where the media sits
+    system_prompt: str | None = None  # added to conversations that have no system message (llm.system_prompt)
 
     @property
     def one_token_per_item(self) -> bool:
@@ -64,7 +65,9 @@ def compute_layout(cfg: OmniConfig, base_dir: str | Path | None = None) -> Media
     import transformers
 
     layout = MediaLayout(
-        placeholders={m: cfg.placeholders.for_modality(m) for m in cfg.modalities}, fusion=cfg.fusion.mode
+        placeholders={m: cfg.placeholders.for_modality(m) for m in cfg.modalities},
+        fusion=cfg.fusion.mode,
+        system_prompt=cfg.llm.system_prompt,
     )
     llm_config = transformers.AutoConfig.from_pretrained(
         resolve_source(cfg.llm.source, base_dir), trust_remote_code=cfg.llm.trust_remote_code

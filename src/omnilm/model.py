@@ -53,6 +53,9 @@ class OmniModel(nn.Module):
         self.transcriber = transcriber
         self.placeholder_ids = dict(placeholder_ids)
         llm_width = llm.get_input_embeddings().embedding_dim
+        head = llm.get_output_embeddings()
+        if head is not None:  # generation's prefill feeds it hidden[:, -1:], a strided view: see _contiguous_input
+            head.register_forward_pre_hook(_contiguous_input)
         self.video = None
         if config.video is not None:
             self.video = VideoEncoder(
@@ -130,6 +133,8 @@ class OmniModel(nn.Module):
                     whisper,
                     transformers.WhisperFeatureExtractor.from_pretrained(source),
                     transformers.AutoTokenizer.from_pretrained(source),
+                    prompt=config.audio.transcribe_prompt,
+                    num_beams=config.audio.transcribe_beams,
                 )
         return cls(
             config, llm=llm, placeholder_ids=placeholder_ids, vision=vision, audio=audio, transcriber=transcriber
@@ -309,3 +314,9 @@ class OmniModel(nn.Module):
         """Run an encoder without building a graph when none of its weights train."""
         with self._maybe_no_grad(encoder):
             return encoder(inputs.to(self._dtype(encoder)))
+
+
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    """Make the LM head's input contiguous: on CPU, a bf16 `linear` on a strided (B, 1, D) view of the prefill's
+    hidden states takes a slow path (measured: 8.9 s instead of 0.03 s for 16 rows × Qwen2.5's 151,936 words)."""
+    return (args[0].contiguous(), *args[1:])

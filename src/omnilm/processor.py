@@ -151,6 +151,8 @@ class OmniProcessor:
     def _render(self, conv: Conversation, add_generation_prompt: bool, mark_assistant: bool) -> list[tuple[str, bool]]:
         """The templated text, cut into spans flagged True where an assistant turn's tokens are."""
         msgs = conv.messages
+        if self.layout.system_prompt is not None and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": self.layout.system_prompt}, *msgs]
         render = self._apply_template
         full = render(msgs, add_generation_prompt and msgs[-1]["role"] != "assistant")
         if not mark_assistant:

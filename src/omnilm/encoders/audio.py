@@ -7,10 +7,13 @@ length, so a 2 s question costs 2 s of compute. The processor pads samples to a 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+SAMPLING_RATE = 16_000
+LEAD_SILENCE_SECONDS = 0.5
 HOP_LENGTH = 160  # Whisper mel hop: 100 frames per second at 16 kHz
 CONV_STRIDE = 2  # conv2 halves the frame rate: 50 encoder frames per second
 
@@ -63,18 +66,34 @@ class AudioEncoder(nn.Module):
 class WhisperTranscriber(nn.Module):
     """Whisper ASR for `audio.mode: transcribe`: the cascade that feeds the transcript to the LLM as text."""
 
-    def __init__(self, whisper: nn.Module, feature_extractor, tokenizer) -> None:
+    def __init__(
+        self, whisper: nn.Module, feature_extractor, tokenizer, *, prompt: str | None = None, num_beams: int = 1
+    ) -> None:
         super().__init__()
         self.whisper = whisper
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
+        self.prompt = prompt or None
+        self.num_beams = num_beams
 
     @torch.no_grad()
     def transcribe(self, clips: list, *, language: str | None = "en") -> list[str]:
         """Transcripts of mono 16 kHz float clips (each at most 30 s)."""
         if not clips:
             return []
-        features = self.feature_extractor(clips, sampling_rate=16_000, return_tensors="pt").input_features
+        clips = [_lead_with_silence(np.asarray(clip, dtype=np.float32)) for clip in clips]
+        features = self.feature_extractor(clips, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
         features = features.to(self.whisper.device, self.whisper.dtype)  # (N, n_mels, 3000)
-        ids = self.whisper.generate(features, language=language, task="transcribe")
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        options: dict = {"language": language, "task": "transcribe", "num_beams": self.num_beams}
+        if self.prompt is not None:  # previous-text context: biases decoding towards the prompt's words
+            options["prompt_ids"] = torch.tensor(self.tokenizer.get_prompt_ids(self.prompt), device=self.whisper.device)
+        ids = self.whisper.generate(features, **options)
+        texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return [t.removeprefix(self.prompt.strip()).strip() if self.prompt else t for t in texts]
+
+
+def _lead_with_silence(clip: np.ndarray) -> np.ndarray:
+    """Prepend LEAD_SILENCE_SECONDS of silence (within the 30 s window): Whisper tends to drop the first words
+    of a clip whose speech starts at its very first sample."""
+    room = max(0, 30 * SAMPLING_RATE - clip.size)
+    return np.concatenate([np.zeros(min(room, int(LEAD_SILENCE_SECONDS * SAMPLING_RATE)), np.float32), clip])
