@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from omnilm.quickstart import Steps, load_recipe, results_table, run_quickstart, single_turn, timings_table
+from omnilm.quickstart import Steps, balance, load_recipe, results_table, run_quickstart, single_turn, timings_table
 
 
 def test_steps_run_once_and_resume_after_a_failure(tmp_path):
@@ -36,6 +36,15 @@ def test_single_turn_asks_each_question_alone_as_the_evaluation_does():
         [{"from": "human", "value": "<image>\nis q2?\nOne word."}, {"from": "gpt", "value": "a2"}],
     ]
     assert [r["image"] for r in rows] == ["i0.png", "i1.png", "i0.png"]
+
+
+def test_balance_keeps_every_open_question_and_a_seeded_share_of_yes_no():
+    records = [{"id": i, "category": "yesno" if i % 4 else ("shape", "color")[i % 8 // 4]} for i in range(4000)]
+    kept = balance(records, 0.25, seed=0)
+    assert [r for r in kept if r["category"] != "yesno"] == [r for r in records if r["category"] != "yesno"]
+    share = sum(r["category"] == "yesno" for r in kept) / 3000
+    assert 0.22 < share < 0.28 and kept == balance(records, 0.25, seed=0) != balance(records, 0.25, seed=1)
+    assert balance(records, 1.0, seed=0) == records
 
 
 def test_budget_scales_training_steps():

@@ -110,6 +110,16 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def balance(records: list[dict], yes_no_fraction: float, seed: int) -> list[dict]:
+    """Keep a seeded ``yes_no_fraction`` of the yes/no questions and every shape and colour question.
+
+    easy-VQA is 77% yes/no; an answer naming the shape or colour teaches the connector more per sample
+    (measured at 960 samples: shape 35-69% → 92% with a quarter of the yes/no questions).
+    """
+    rng = random.Random(seed)
+    return [r for r in records if r.get("category") != "yesno" or rng.random() < yes_no_fraction]
+
+
 def single_turn(records: list[dict], suffix: str) -> list[dict]:
     """One question per training record, asked exactly as the evaluation asks it (``question + suffix``).
 
@@ -129,13 +139,13 @@ def single_turn(records: list[dict], suffix: str) -> list[dict]:
 
 
 def build_data(data_dir: Path, *, limit: int, seed: int, speech: bool, suffix: str,
-               train_limit: int | None = None) -> dict[str, Any]:
+               train_limit: int | None = None, yes_no_fraction: float = 1.0) -> dict[str, Any]:
     """easy-VQA train/test, the training file and a seeded sample of test questions (typed, spoken)."""
     from omnilm.data.easy_vqa import TEST_VOICES, build_easy_vqa, speak
 
     if not (data_dir / "train.jsonl").is_file() or not (data_dir / "test.jsonl").is_file():
         build_easy_vqa(data_dir, splits=("train", "test"), limit=train_limit)
-    train = single_turn(_read_jsonl(data_dir / "train.jsonl"), suffix)
+    train = single_turn(balance(_read_jsonl(data_dir / "train.jsonl"), yes_no_fraction, seed), suffix)
     _write_jsonl(data_dir / "train-prompted.jsonl", train)
     test = _read_jsonl(data_dir / "test.jsonl")
     sample = random.Random(seed).sample(test, min(limit, len(test)))  # all categories, many images
@@ -248,7 +258,8 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
     env = steps.run("setup", lambda: setup(refs))
     data = steps.run("data", lambda: build_data(
         data_dir, limit=evaluation["limit"], seed=evaluation["seed"], speech=env["speech"],
-        suffix=recipe["answer_suffix"], train_limit=recipe.get("train_limit")))
+        suffix=recipe["answer_suffix"], train_limit=recipe.get("train_limit"),
+        yes_no_fraction=recipe.get("yes_no_fraction", 1.0)))
     trained = steps.run("train", lambda: train_model(recipe["train"], data["files"]["train"], out / "train"))
     results = steps.run("eval", lambda: evaluate_both(
         trained, data["files"], out / "eval", evaluation["batch_size"],

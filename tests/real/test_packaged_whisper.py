@@ -29,7 +29,7 @@ def whisper():
 
 
 @pytest.fixture(scope="module")
-def features(whisper, tmp_path_factory):
+def speech_clip(tmp_path_factory):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed: `apt-get install -y espeak-ng` to run this test")
     from scipy.signal import resample_poly
@@ -39,9 +39,13 @@ def features(whisper, tmp_path_factory):
     with wave.open(str(path)) as clip:
         rate = clip.getframerate()
         samples = np.frombuffer(clip.readframes(clip.getnframes()), np.int16).astype(np.float32) / 32768
-    samples = resample_poly(samples, 16_000, rate)  # espeak-ng speaks at 22.05 kHz; Whisper hears 16 kHz
+    return resample_poly(samples, 16_000, rate).astype(np.float32)  # espeak-ng: 22.05 kHz; Whisper: 16 kHz
+
+
+@pytest.fixture(scope="module")
+def features(whisper, speech_clip):
     processor, _ = whisper
-    return processor(samples, sampling_rate=16_000, return_tensors="pt").input_features  # (1, 80, 3000)
+    return processor(speech_clip, sampling_rate=16_000, return_tensors="pt").input_features  # (1, 80, 3000)
 
 
 def test_transcribes_espeak_speech(whisper, features):
@@ -57,3 +61,14 @@ def test_encoder_gives_one_frame_per_20_ms(whisper, features):
         hidden = model.get_encoder()(features).last_hidden_state
     assert hidden.shape == (1, 1500, 512)
     assert torch.isfinite(hidden).all()
+
+
+def test_transcriber_with_a_prompt_returns_only_the_speech(whisper, speech_clip):
+    from omnilm.encoders.audio import WhisperTranscriber
+
+    processor, model = whisper
+    prompt = "A customer orders at a cafe."
+    transcriber = WhisperTranscriber(model, processor.feature_extractor, processor.tokenizer, prompt=prompt)
+    texts = transcriber.transcribe([speech_clip, speech_clip[: len(speech_clip) // 2]])  # one batch of two
+    assert _words(texts[0]) == _words(SENTENCE), texts[0]
+    assert len(texts) == 2 and not any("cafe" in _words(t) for t in texts)
