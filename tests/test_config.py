@@ -37,6 +37,7 @@ def test_defaults_fill_missing_connectors():
         ({"video": {"num_frames": 8}}, "video"),
         ({"audio": {"source": "a", "mode": "sing"}}, "audio.mode"),
         ({"audio": {"source": "a", "max_seconds": 60}}, "audio.max_seconds"),
+        ({"audio": {"source": "a", "mode": "transcribe", "transcribe_beams": 0}}, "audio.transcribe_beams"),
         ({"llm": {"source": "x", "dtype": "int3"}}, "llm.dtype"),
         ({"llm": {"source": "x", "colour": 1}}, "llm"),
         ({"connectors": {"audio": {"type": "mlp"}}}, "connectors.audio"),

@@ -166,3 +166,13 @@ def test_lm_head_gets_contiguous_input_in_generation(tiny_lm, red_image):
     finally:
         hook.remove()
     assert seen and all(seen)
+
+
+def test_whisper_clips_lead_with_silence_inside_the_window():
+    from omnilm.encoders.audio import LEAD_SILENCE_SECONDS, _lead_with_silence
+
+    lead = int(LEAD_SILENCE_SECONDS * 16_000)
+    clip = np.ones(1000, np.float32)
+    padded = _lead_with_silence(clip, window=480_000)
+    assert padded.shape == (lead + 1000,) and not padded[:lead].any() and (padded[lead:] == clip).all()
+    assert _lead_with_silence(np.ones(479_900, np.float32), window=480_000).shape == (480_000,)  # never past 30 s

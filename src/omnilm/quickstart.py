@@ -255,6 +255,7 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
     model_cfg = recipe["train"]["model"].get("config") or {}
     refs = [part["source"] for part in (model_cfg.get("llm"), model_cfg.get("vision"), model_cfg.get("audio"))
             if part and str(part["source"]).startswith("pkg:")]
+    instruction = recipe["answer_suffix"].strip()  # the typed task's instruction, also given to spoken questions
     env = steps.run("setup", lambda: setup(refs))
     data = steps.run("data", lambda: build_data(
         data_dir, limit=evaluation["limit"], seed=evaluation["seed"], speech=env["speech"],
@@ -263,11 +264,10 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
     trained = steps.run("train", lambda: train_model(recipe["train"], data["files"]["train"], out / "train"))
     results = steps.run("eval", lambda: evaluate_both(
         trained, data["files"], out / "eval", evaluation["batch_size"],
-        {"typed": evaluation["limit"], "spoken": evaluation.get("spoken_limit", evaluation["limit"])},
-        recipe["answer_suffix"].strip()))
+        {"typed": evaluation["limit"], "spoken": evaluation.get("spoken_limit", evaluation["limit"])}, instruction))
     image = _read_jsonl(Path(data["files"]["typed"]))[0]["image"]
     examples = steps.run("examples", lambda: live_examples(trained, data_dir, str(data_dir / image), env["speech"],
-                                                           recipe["answer_suffix"].strip()))
+                                                           instruction))
     model = steps.run("save", lambda: save_model(trained, out / "model"))
     return {"results": results, "examples": examples, "model": model, "seconds": steps.seconds(),
             "speech": env["speech"], "loss_png": str(out / "train" / "loss.png")}

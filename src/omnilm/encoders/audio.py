@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SAMPLING_RATE = 16_000
+from omnilm.media import WHISPER_SAMPLING_RATE
+
 LEAD_SILENCE_SECONDS = 0.5
 HOP_LENGTH = 160  # Whisper mel hop: 100 frames per second at 16 kHz
 CONV_STRIDE = 2  # conv2 halves the frame rate: 50 encoder frames per second
@@ -81,19 +82,19 @@ class WhisperTranscriber(nn.Module):
         """Transcripts of mono 16 kHz float clips (each at most 30 s)."""
         if not clips:
             return []
-        clips = [_lead_with_silence(np.asarray(clip, dtype=np.float32)) for clip in clips]
-        features = self.feature_extractor(clips, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
-        features = features.to(self.whisper.device, self.whisper.dtype)  # (N, n_mels, 3000)
+        window = self.feature_extractor.n_samples  # Whisper's 30 s
+        clips = [_lead_with_silence(np.asarray(clip, dtype=np.float32), window) for clip in clips]
+        features = self.feature_extractor(clips, sampling_rate=WHISPER_SAMPLING_RATE, return_tensors="pt")
+        features = features.input_features.to(self.whisper.device, self.whisper.dtype)  # (N, n_mels, 3000)
         options: dict = {"language": language, "task": "transcribe", "num_beams": self.num_beams}
         if self.prompt is not None:  # previous-text context: biases decoding towards the prompt's words
             options["prompt_ids"] = torch.tensor(self.tokenizer.get_prompt_ids(self.prompt), device=self.whisper.device)
-        ids = self.whisper.generate(features, **options)
-        texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        return [t.removeprefix(self.prompt.strip()).strip() if self.prompt else t for t in texts]
+        ids = self.whisper.generate(features, **options)  # the returned ids leave the prompt out
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-def _lead_with_silence(clip: np.ndarray) -> np.ndarray:
-    """Prepend LEAD_SILENCE_SECONDS of silence (within the 30 s window): Whisper tends to drop the first words
-    of a clip whose speech starts at its very first sample."""
-    room = max(0, 30 * SAMPLING_RATE - clip.size)
-    return np.concatenate([np.zeros(min(room, int(LEAD_SILENCE_SECONDS * SAMPLING_RATE)), np.float32), clip])
+def _lead_with_silence(clip: np.ndarray, window: int) -> np.ndarray:
+    """Prepend LEAD_SILENCE_SECONDS of silence (within the `window` of samples): Whisper tends to drop the first
+    words of a clip whose speech starts at its very first sample."""
+    room = max(0, window - clip.size)
+    return np.concatenate([np.zeros(min(room, int(LEAD_SILENCE_SECONDS * WHISPER_SAMPLING_RATE)), np.float32), clip])
