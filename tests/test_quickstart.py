@@ -2,10 +2,21 @@
 
 import json
 import shutil
+from collections import Counter
 
 import pytest
 
-from omnilm.quickstart import Steps, balance, load_recipe, results_table, run_quickstart, single_turn, timings_table
+from omnilm.quickstart import (
+    Steps,
+    balance,
+    build_data,
+    load_recipe,
+    question_type,
+    results_table,
+    run_quickstart,
+    single_turn,
+    timings_table,
+)
 
 
 def test_steps_run_once_and_resume_after_a_failure(tmp_path):
@@ -38,13 +49,42 @@ def test_single_turn_asks_each_question_alone_as_the_evaluation_does():
     assert [r["image"] for r in rows] == ["i0.png", "i1.png", "i0.png"]
 
 
-def test_balance_keeps_every_open_question_and_a_seeded_share_of_yes_no():
-    records = [{"id": i, "category": "yesno" if i % 4 else ("shape", "color")[i % 8 // 4]} for i in range(4000)]
-    kept = balance(records, 0.25, seed=0)
-    assert [r for r in kept if r["category"] != "yesno"] == [r for r in records if r["category"] != "yesno"]
-    share = sum(r["category"] == "yesno" for r in kept) / 3000
-    assert 0.22 < share < 0.28 and kept == balance(records, 0.25, seed=0) != balance(records, 0.25, seed=1)
-    assert balance(records, 1.0, seed=0) == records
+def test_balance_keeps_open_questions_and_balances_yes_no_answers_per_question_type():
+    def record(i, question, answer, category="yesno"):
+        return {"id": i, "category": category, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
+                                                                  {"from": "gpt", "value": answer}]}
+
+    colours = ["red", "teal", "blue", "gray"]
+    records = [record(i, f"is there a {colours[i % 4]} shape?", "yes" if i % 8 == 0 else "no") for i in range(80)]
+    records += [record(100 + i, f"is there not a {colours[i % 4]} shape?", "no" if i % 4 == 0 else "yes")
+                for i in range(40)]
+    records += [record(200 + i, "what color is the shape?", "red", "color") for i in range(5)]
+    kept = balance(records, seed=0)
+    answers = Counter((r["conversations"][0]["value"].split()[3], r["conversations"][1]["value"]) for r in kept
+                      if r["category"] == "yesno")
+    assert answers == {("a", "yes"): 10, ("a", "no"): 10, ("not", "no"): 10, ("not", "yes"): 10}
+    assert [r for r in kept if r["category"] == "color"] == records[-5:]
+    assert [r["id"] for r in kept if r["conversations"][1]["value"] == "yes" and r["id"] < 100] == list(range(0, 80, 8))
+    assert kept == balance(records, seed=0) != balance(records, seed=1)
+    assert question_type("<image>\nDoes the image not contain a Triangle?") == "<image>\ndoes the image not contain a {shape}?"
+
+
+def test_build_data_adds_the_training_captions_when_asked(tmp_path):
+    def record(i, prompt, answer, category):
+        return {"id": f"r{i}", "image": f"images/train/{i}.png", "category": category,
+                "conversations": [{"from": "human", "value": f"<image>\n{prompt}"}, {"from": "gpt", "value": answer}]}
+
+    questions = [record(i, "what color is the shape?", "red", "color") for i in range(4)]
+    caption = record(9, "Describe the image.", "a red circle", "circle")
+    for name, rows in (("train", questions), ("test", questions), ("shapes-caption-train", [caption])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kwargs = dict(limit=2, seed=0, speech=False, suffix="\nOne word.")
+    plain = build_data(tmp_path, **kwargs)
+    assert plain["train_questions"] == 4
+    with_captions = build_data(tmp_path, captions=True, **kwargs)
+    rows = [json.loads(line) for line in (tmp_path / "train-prompted.jsonl").read_text().splitlines()]
+    assert with_captions["train_questions"] == 5 and rows[-1] == caption  # asked as captioned, no suffix
+    assert all(r["conversations"][0]["value"].endswith("\nOne word.") for r in rows[:-1])
 
 
 def test_budget_scales_training_steps():
