@@ -66,6 +66,9 @@ def test_balance_keeps_open_questions_and_balances_yes_no_answers_per_question_t
     assert [r for r in kept if r["category"] == "color"] == records[-5:]
     assert [r["id"] for r in kept if r["conversations"][1]["value"] == "yes" and r["id"] < 100] == list(range(0, 80, 8))
     assert kept == balance(records, seed=0) != balance(records, seed=1)
+    halved = balance(records + [record(300 + i, "what shape is it?", "circle", "shape") for i in range(400)], 0, 0.5)
+    assert 150 < sum(r["category"] != "yesno" for r in halved) < 250
+    assert sum(r["category"] == "yesno" for r in halved) == 40  # the yes/no balance does not change
     assert question_type("<image>\nDoes the image not contain a Triangle?") == "<image>\ndoes the image not contain a {shape}?"
 
 
@@ -85,6 +88,11 @@ def test_build_data_adds_the_training_captions_when_asked(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "train-prompted.jsonl").read_text().splitlines()]
     assert with_captions["train_questions"] == 5 and rows[-1] == caption  # asked as captioned, no suffix
     assert all(r["conversations"][0]["value"].endswith("\nOne word.") for r in rows[:-1])
+    build_data(tmp_path, repeats=2, **kwargs)
+    repeats = [json.loads(line) for line in (tmp_path / "train-prompted.jsonl").read_text().splitlines()][-2:]
+    assert [r["conversations"] for r in repeats] == [[
+        {"from": "human", "value": "What color is the shape?\nWhat did I say? Repeat it word for word."},
+        {"from": "gpt", "value": "What color is the shape?"}]] * 2 and "image" not in repeats[0]
 
 
 def test_budget_scales_training_steps():
@@ -96,7 +104,7 @@ def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
     pytest.importorskip("easy_vqa")
     speech = shutil.which("espeak-ng") is not None
     recipe = {
-        "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30,
+        "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30, "repeats": 4,
         "eval": {"limit": 3, "seed": 0, "batch_size": 2},
         "train": {"model": {"tiny": ["image", "audio"]}, "optim": {"batch_size": 2, "max_steps": 2},
                   "save_every": 1, "feature_cache": {"enabled": False}},

@@ -1,6 +1,7 @@
 """A short demonstration on a tiny random model: every modality in, text out, save and reload.
 
-This stands in for the full quickstart (real parts, training, evaluation) until that lands; it says so.
+`omnilm quickstart --tiny` runs it: the pipeline in seconds. The full quickstart (`make demo`) trains real
+packaged parts; this one does not, and says so.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def tiny_demo(out_dir: str | Path) -> Iterator[str]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     yield "omnilm quickstart — a tiny *random* model (a few MB, untrained, answers are noise):"
-    yield "it shows the pipeline end to end; training real parts comes with the full quickstart."
+    yield "it shows the pipeline end to end; `omnilm quickstart` without --tiny trains real packaged parts."
     start = time.perf_counter()
     lm = tiny_model(("image", "audio", "video"))
     params = sum(p.numel() for p in lm.model.parameters())

@@ -34,6 +34,7 @@ ESPEAK_HINT = "install espeak-ng (`sudo apt-get install -y espeak-ng`, or `brew 
 TYPED_QUESTION = "What shape is in the image?"
 SPOKEN_QUESTION = "What color is the shape?"
 SPOKEN_SENTENCE = "The weather is lovely today, let us go for a walk in the park."
+REPEAT_INSTRUCTION = "\nWhat did I say? Repeat it word for word."
 
 
 class Steps:
@@ -119,8 +120,9 @@ def question_type(question: str) -> str:
     return re.sub(rf"\b({'|'.join(SHAPES)})\b", "{shape}", words)
 
 
-def balance(records: list[dict], seed: int) -> list[dict]:
-    """Every shape and colour question; yes/no questions balanced by answer within each question type.
+def balance(records: list[dict], seed: int, open_fraction: float = 1.0) -> list[dict]:
+    """A seeded ``open_fraction`` of the shape and colour questions; yes/no questions balanced by answer
+    within each question type.
 
     easy-VQA's yes/no answers follow the question's wording: 7 of 8 "is there a <colour> shape?" are "no",
     7 of 8 "is there not a <colour> shape?" are "yes". Trained on them as they come, the LLM learns that
@@ -134,7 +136,7 @@ def balance(records: list[dict], seed: int) -> list[dict]:
             turns = record["conversations"]
             key = (question_type(turns[0]["value"]), turns[1]["value"])
             by_type.setdefault(key, []).append(i)
-    keep = {i for i, record in enumerate(records) if record.get("category") != "yesno"}
+    keep = {i for i, record in enumerate(records) if record.get("category") != "yesno" and rng.random() < open_fraction}
     for (kind, answer), indices in by_type.items():
         other = by_type.get((kind, "no" if answer == "yes" else "yes"), [])
         keep.update(indices if len(indices) <= len(other) else rng.sample(indices, len(other)))
@@ -159,22 +161,37 @@ def single_turn(records: list[dict], suffix: str) -> list[dict]:
     return rows
 
 
+def repeat_records(records: list[dict], count: int, seed: int) -> list[dict]:
+    """``count`` text-only records: a seeded question, capitalised as Whisper writes it, to be repeated."""
+    rows = []
+    for record in random.Random(seed).sample(records, min(count, len(records))):
+        sentence = record["conversations"][0]["value"].removeprefix("<image>\n")
+        sentence = sentence[:1].upper() + sentence[1:]
+        rows.append({"id": f"repeat-{record['id']}", "category": "repeat", "conversations": [
+            {"from": "human", "value": sentence + REPEAT_INSTRUCTION}, {"from": "gpt", "value": sentence}]})
+    return rows
+
+
 def build_data(data_dir: Path, *, limit: int, seed: int, speech: bool, suffix: str,
-               train_limit: int | None = None, captions: bool = False,
-               spoken_limit: int | None = None) -> dict[str, Any]:
+               train_limit: int | None = None, captions: bool = False, open_fraction: float = 1.0,
+               repeats: int = 0, spoken_limit: int | None = None) -> dict[str, Any]:
     """easy-VQA train/test, the training file and a seeded sample of test questions (typed; the first
     ``spoken_limit`` of them, default all, spoken too).
 
     ``captions`` adds each training image's caption ("Describe the image." → "a red circle"): one sample
-    that names both the colour and the shape.
+    that names both the colour and the shape. ``repeats`` adds that many text-only samples asking to repeat a
+    sentence word for word (seeded training questions as the sentences): without them the LoRA, trained on
+    one-word answers only, answers "what did I say?" with "yes".
     """
     from omnilm.data.easy_vqa import TEST_VOICES, build_easy_vqa, speak
 
     if not (data_dir / "train.jsonl").is_file() or not (data_dir / "test.jsonl").is_file():
         build_easy_vqa(data_dir, splits=("train", "test"), limit=train_limit)
-    train = single_turn(balance(_read_jsonl(data_dir / "train.jsonl"), seed), suffix)
+    train = single_turn(balance(_read_jsonl(data_dir / "train.jsonl"), seed, open_fraction), suffix)
     if captions:
         train += _read_jsonl(data_dir / "shapes-caption-train.jsonl")
+    if repeats:
+        train += repeat_records(_read_jsonl(data_dir / "train.jsonl"), repeats, seed)
     _write_jsonl(data_dir / "train-prompted.jsonl", train)
     test = _read_jsonl(data_dir / "test.jsonl")
     sample = random.Random(seed).sample(test, min(limit, len(test)))  # all categories, many images
@@ -253,7 +270,7 @@ def live_examples(model_dir: str, data_dir: Path, image: str, speech: bool, inst
         (question_wav, SPOKEN_QUESTION, [{"type": "image", "image": image}, {"type": "audio", "audio": str(question_wav)},
                                          {"type": "text", "text": instruction}], 8),
         (sentence_wav, SPOKEN_SENTENCE, [{"type": "audio", "audio": str(sentence_wav)},
-                                         {"type": "text", "text": "\nWhat did I say? Repeat it word for word."}], 40),
+                                         {"type": "text", "text": REPEAT_INSTRUCTION}], 40),
     ):
         example = {"input": f"{'same image + ' if tokens == 8 else ''}spoken: {text!r}",
                    "answer": lm.chat([{"role": "user", "content": parts}], max_new_tokens=tokens)}
@@ -289,7 +306,8 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
     data = steps.run("data", lambda: build_data(
         data_dir, limit=evaluation["limit"], seed=evaluation["seed"], speech=env["speech"],
         suffix=recipe["answer_suffix"], train_limit=recipe.get("train_limit"),
-        captions=recipe.get("captions", False), spoken_limit=evaluation.get("spoken_limit")))
+        captions=recipe.get("captions", False), open_fraction=recipe.get("open_fraction", 1.0),
+        repeats=recipe.get("repeats", 0), spoken_limit=evaluation.get("spoken_limit")))
     trained = steps.run("train", lambda: train_model(recipe["train"], data["files"]["train"], out / "train"))
     results = steps.run("eval", lambda: evaluate_both(
         trained, data["files"], out / "eval", evaluation["batch_size"],
