@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 EXAMPLE = """example:
-  omnilm quickstart --out runs/quickstart                 # ~20 min on 2 CPU cores; re-run to resume
+  omnilm quickstart --out runs/quickstart                 # ~16 min on 2 CPU cores; re-run to resume
   omnilm quickstart --budget-minutes 10                   # fewer training steps
   omnilm quickstart --tiny                                # a tiny random model, seconds (the pipeline only)"""
 
