@@ -69,10 +69,11 @@ def test_balance_keeps_open_questions_and_balances_yes_no_answers_per_question_t
     halved = balance(records + [record(300 + i, "what shape is it?", "circle", "shape") for i in range(400)], 0, 0.5)
     assert 150 < sum(r["category"] != "yesno" for r in halved) < 250
     assert sum(r["category"] == "yesno" for r in halved) == 40  # the yes/no balance does not change
-    assert question_type("<image>\nDoes the image not contain a Triangle?") == "<image>\ndoes the image not contain a {shape}?"
+    masked = question_type("<image>\nDoes the image not contain a Triangle?")
+    assert masked == "<image>\ndoes the image not contain a {shape}?"
 
 
-def test_build_data_adds_the_training_captions_when_asked(tmp_path):
+def test_build_data_adds_captions_and_repeat_samples_when_asked(tmp_path):
     def record(i, prompt, answer, category):
         return {"id": f"r{i}", "image": f"images/train/{i}.png", "category": category,
                 "conversations": [{"from": "human", "value": f"<image>\n{prompt}"}, {"from": "gpt", "value": answer}]}
