@@ -11,7 +11,6 @@ from omnilm.quickstart import (
     balance,
     build_data,
     load_recipe,
-    negated_twin,
     question_type,
     results_table,
     run_quickstart,
@@ -72,23 +71,6 @@ def test_balance_keeps_open_questions_and_balances_yes_no_answers_per_question_t
     assert sum(r["category"] == "yesno" for r in halved) == 40  # the yes/no balance does not change
     masked = question_type("<image>\nDoes the image not contain a Triangle?")
     assert masked == "<image>\ndoes the image not contain a {shape}?"
-
-
-def test_negated_twin_asks_the_other_way_round_with_the_other_answer():
-    def record(question, answer):
-        return {"id": "q", "image": "i.png", "category": "yesno",
-                "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]}
-
-    pairs = [("is there a red shape?", "is there not a red shape?"),
-             ("does the image contain a circle?", "does the image not contain a circle?"),
-             ("is a teal shape present?", "is no teal shape present?")]
-    for plain, negated in pairs:
-        twin = negated_twin(record(plain, "yes"))
-        assert twin["conversations"][0]["value"] == f"<image>\n{negated}" and twin["conversations"][1]["value"] == "no"
-        back = negated_twin(record(negated, "yes"))
-        assert back["conversations"][0]["value"] == f"<image>\n{plain}" and back["conversations"][1]["value"] == "no"
-        assert twin["image"] == "i.png" and twin["id"] == "q-twin"
-    assert negated_twin(record("what color is the shape?", "red")) is None
 
 
 def test_build_data_adds_captions_and_repeat_samples_when_asked(tmp_path):

@@ -120,26 +120,6 @@ def question_type(question: str) -> str:
     return re.sub(rf"\b({'|'.join(SHAPES)})\b", "{shape}", words)
 
 
-# easy-VQA's affirmative question forms and their negations (an image holds exactly one shape).
-NEGATIONS = (("is there a ", "is there not a "), ("does the image contain ", "does the image not contain "),
-             ("is a ", "is no "))
-
-
-def negated_twin(record: dict) -> dict | None:
-    """The yes/no ``record`` asked the other way round with the other answer, or None for other forms:
-    "is there a red shape?" yes ↔ "is there not a red shape?" no."""
-    question, answer = (turn["value"] for turn in record["conversations"])
-    prefix, _, text = question.rpartition("\n")
-    for plain, negated in NEGATIONS:
-        for old, new in ((negated, plain), (plain, negated)):
-            if text.lower().startswith(old):
-                twin = f"{prefix}\n{new}{text[len(old):]}" if prefix else new + text[len(old):]
-                return {**record, "id": f"{record['id']}-twin", "conversations": [
-                    {**record["conversations"][0], "value": twin},
-                    {**record["conversations"][1], "value": "no" if answer == "yes" else "yes"}]}
-    return None
-
-
 def balance(records: list[dict], seed: int, open_fraction: float = 1.0) -> list[dict]:
     """A seeded ``open_fraction`` of the shape and colour questions; yes/no questions balanced by answer
     within each question type.
@@ -194,24 +174,20 @@ def repeat_records(records: list[dict], count: int, seed: int) -> list[dict]:
 
 def build_data(data_dir: Path, *, limit: int, seed: int, speech: bool, suffix: str,
                train_limit: int | None = None, captions: bool = False, open_fraction: float = 1.0,
-               repeats: int = 0, negation_twins: bool = False, spoken_limit: int | None = None) -> dict[str, Any]:
+               repeats: int = 0, spoken_limit: int | None = None) -> dict[str, Any]:
     """easy-VQA train/test, the training file and a seeded sample of test questions (typed; the first
     ``spoken_limit`` of them, default all, spoken too).
 
     ``captions`` adds each training image's caption ("Describe the image." → "a red circle"): one sample
     that names both the colour and the shape. ``repeats`` adds that many text-only samples asking to repeat a
     sentence word for word (seeded training questions as the sentences): without them the LoRA, trained on
-    one-word answers only, answers "what did I say?" with "yes". ``negation_twins`` adds each kept yes/no
-    question's negated twin (``negated_twin``): the same image asked both ways, so the negation is learnt.
+    one-word answers only, answers "what did I say?" with "yes".
     """
     from omnilm.data.easy_vqa import TEST_VOICES, build_easy_vqa, speak
 
     if not (data_dir / "train.jsonl").is_file() or not (data_dir / "test.jsonl").is_file():
         build_easy_vqa(data_dir, splits=("train", "test"), limit=train_limit)
-    kept = balance(_read_jsonl(data_dir / "train.jsonl"), seed, open_fraction)
-    if negation_twins:
-        kept += [twin for twin in map(negated_twin, kept) if twin is not None]
-    train = single_turn(kept, suffix)
+    train = single_turn(balance(_read_jsonl(data_dir / "train.jsonl"), seed, open_fraction), suffix)
     if captions:
         train += _read_jsonl(data_dir / "shapes-caption-train.jsonl")
     if repeats:
@@ -331,8 +307,7 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
         data_dir, limit=evaluation["limit"], seed=evaluation["seed"], speech=env["speech"],
         suffix=recipe["answer_suffix"], train_limit=recipe.get("train_limit"),
         captions=recipe.get("captions", False), open_fraction=recipe.get("open_fraction", 1.0),
-        repeats=recipe.get("repeats", 0), negation_twins=recipe.get("negation_twins", False),
-        spoken_limit=evaluation.get("spoken_limit")))
+        repeats=recipe.get("repeats", 0), spoken_limit=evaluation.get("spoken_limit")))
     trained = steps.run("train", lambda: train_model(recipe["train"], data["files"]["train"], out / "train"))
     results = steps.run("eval", lambda: evaluate_both(
         trained, data["files"], out / "eval", evaluation["batch_size"],
