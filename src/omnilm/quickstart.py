@@ -143,6 +143,11 @@ def balance(records: list[dict], seed: int, open_fraction: float = 1.0) -> list[
     return [record for i, record in enumerate(records) if i in keep]
 
 
+def _capitalised(text: str) -> str:
+    """``text`` with a capital first letter, as Whisper writes a transcript."""
+    return text[:1].upper() + text[1:]
+
+
 def single_turn(records: list[dict], suffix: str) -> list[dict]:
     """One question per training record, asked exactly as the evaluation asks it (``question + suffix``).
 
@@ -155,7 +160,7 @@ def single_turn(records: list[dict], suffix: str) -> list[dict]:
     for i, record in enumerate(records):
         question = record["conversations"][0]["value"].removeprefix("<image>\n")
         if i % 2:
-            question = question[:1].upper() + question[1:]
+            question = _capitalised(question)
         turns = [{"from": "human", "value": f"<image>\n{question}{suffix}"}, record["conversations"][1]]
         rows.append({**record, "conversations": turns})
     return rows
@@ -165,8 +170,7 @@ def repeat_records(records: list[dict], count: int, seed: int) -> list[dict]:
     """``count`` text-only records: a seeded question, capitalised as Whisper writes it, to be repeated."""
     rows = []
     for record in random.Random(seed).sample(records, min(count, len(records))):
-        sentence = record["conversations"][0]["value"].removeprefix("<image>\n")
-        sentence = sentence[:1].upper() + sentence[1:]
+        sentence = _capitalised(record["conversations"][0]["value"].removeprefix("<image>\n"))
         rows.append({"id": f"repeat-{record['id']}", "category": "repeat", "conversations": [
             {"from": "human", "value": sentence + REPEAT_INSTRUCTION}, {"from": "gpt", "value": sentence}]})
     return rows
@@ -187,11 +191,12 @@ def build_data(data_dir: Path, *, limit: int, seed: int, speech: bool, suffix: s
 
     if not (data_dir / "train.jsonl").is_file() or not (data_dir / "test.jsonl").is_file():
         build_easy_vqa(data_dir, splits=("train", "test"), limit=train_limit)
-    train = single_turn(balance(_read_jsonl(data_dir / "train.jsonl"), seed, open_fraction), suffix)
+    questions = _read_jsonl(data_dir / "train.jsonl")
+    train = single_turn(balance(questions, seed, open_fraction), suffix)
     if captions:
         train += _read_jsonl(data_dir / "shapes-caption-train.jsonl")
     if repeats:
-        train += repeat_records(_read_jsonl(data_dir / "train.jsonl"), repeats, seed)
+        train += repeat_records(questions, repeats, seed)
     _write_jsonl(data_dir / "train-prompted.jsonl", train)
     test = _read_jsonl(data_dir / "test.jsonl")
     sample = random.Random(seed).sample(test, min(limit, len(test)))  # all categories, many images
