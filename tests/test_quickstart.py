@@ -10,9 +10,11 @@ from omnilm.quickstart import (
     Steps,
     balance,
     build_data,
+    is_negated,
     load_recipe,
     question_type,
     results_table,
+    results_warnings,
     run_quickstart,
     single_turn,
     timings_table,
@@ -49,7 +51,7 @@ def test_single_turn_asks_each_question_alone_as_the_evaluation_does():
     assert [r["image"] for r in rows] == ["i0.png", "i1.png", "i0.png"]
 
 
-def test_balance_keeps_open_questions_and_balances_yes_no_answers_per_question_type():
+def test_balance_keeps_open_questions_balances_yes_no_answers_per_question_type_and_thins_negated_ones():
     def record(i, question, answer, category="yesno"):
         return {"id": i, "category": category, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
                                                                   {"from": "gpt", "value": answer}]}
@@ -69,6 +71,12 @@ def test_balance_keeps_open_questions_and_balances_yes_no_answers_per_question_t
     halved = balance(records + [record(300 + i, "what shape is it?", "circle", "shape") for i in range(400)], 0, 0.5)
     assert 150 < sum(r["category"] != "yesno" for r in halved) < 250
     assert sum(r["category"] == "yesno" for r in halved) == 40  # the yes/no balance does not change
+    fewer_negated = balance(records, 0, negated_fraction=0.5)
+    answers = Counter((r["conversations"][0]["value"].split()[3], r["conversations"][1]["value"]) for r in fewer_negated
+                      if r["category"] == "yesno")
+    assert answers == {("a", "yes"): 10, ("a", "no"): 10, ("not", "no"): 5, ("not", "yes"): 5}
+    assert [is_negated(q) for q in ("Is no teal shape present?", "does the image not contain a circle?",
+                                    "is there a notebook?", "Is there a red shape?")] == [True, True, False, False]
     masked = question_type("<image>\nDoes the image not contain a Triangle?")
     assert masked == "<image>\ndoes the image not contain a {shape}?"
 
@@ -101,6 +109,22 @@ def test_budget_scales_training_steps():
     assert half["train"]["optim"]["max_steps"] == round(recipe["train"]["optim"]["max_steps"] / 2)
 
 
+def test_seed_replaces_only_the_training_seed():
+    recipe, seeded = load_recipe(), load_recipe(seed=3)
+    assert seeded["train"]["seed"] == 3 and recipe["train"]["seed"] == 0
+    assert seeded["eval"] == recipe["eval"]
+
+
+def test_a_run_at_chance_on_yes_no_says_how_to_train_again():
+    def results(yesno):
+        return {"typed": {"by_category": {"shape": {"vqa_accuracy": 1.0}, "yesno": {"vqa_accuracy": yesno}}}}
+
+    assert results_warnings(results(0.92), seed=0) == []
+    (warning,) = results_warnings(results(0.466), seed=0)
+    assert "46.6%" in warning and "--seed 1" in warning
+    assert results_warnings({"typed": {"by_category": {"shape": {"vqa_accuracy": 0.2}}}}, seed=0) == []
+
+
 def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
     pytest.importorskip("easy_vqa")
     speech = shutil.which("espeak-ng") is not None
@@ -118,6 +142,7 @@ def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
     table = results_table(first["results"])
     assert table.splitlines()[2].startswith("| typed | 3 | ") and "colour" in table.splitlines()[0]
     assert "| total |" in timings_table(first["seconds"])
+    assert first["warnings"] == results_warnings(first["results"], seed=0)
 
     def boom(*args, **kwargs):
         raise AssertionError("a finished step ran again")

@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="scale the training steps to this whole-run budget (the recipe's is 20)")
     parser.add_argument("--recipe", default=None, help="recipe YAML (default configs/quickstart.yaml)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed: sample order and LoRA initialisation (default: the recipe's, 0)")
     parser.add_argument("--tiny", action="store_true", help="tiny random model demo instead (no training)")
     parser.set_defaults(func=run)
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from omnilm.quickstart import load_recipe, results_table, run_quickstart, timings_table
 
-    summary = run_quickstart(args.out, load_recipe(args.recipe, args.budget_minutes))
+    summary = run_quickstart(args.out, load_recipe(args.recipe, args.budget_minutes, args.seed))
     print("\neasy-VQA test (a fixed seeded sample), VQA accuracy:\n" + results_table(summary["results"]))
     if not summary["speech"]:
         print("(spoken questions skipped: espeak-ng is not installed)")
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {example['input']}\n    → {example['answer']!r}"
               + (f"   (Whisper heard: {example['whisper_heard']!r})" if "whisper_heard" in example else ""))
     print("\nsteps:\n" + timings_table(summary["seconds"]))
+    for warning in summary["warnings"]:
+        print(f"\nwarning: {warning}")
     model = summary["model"]
     print(f"\ntraining curve: {summary['loss_png']}\nmodel saved to {model}\n"
           f"  chat:   omnilm chat {model}\n"
