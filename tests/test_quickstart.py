@@ -12,6 +12,7 @@ from omnilm.quickstart import (
     build_data,
     is_negated,
     load_recipe,
+    paired_order,
     question_type,
     results_table,
     results_warnings,
@@ -79,6 +80,24 @@ def test_balance_keeps_open_questions_balances_yes_no_answers_per_question_type_
                                     "is there a notebook?", "Is there a red shape?")] == [True, True, False, False]
     masked = question_type("<image>\nDoes the image not contain a Triangle?")
     assert masked == "<image>\ndoes the image not contain a {shape}?"
+
+
+def test_paired_order_puts_each_yes_no_question_beside_its_complement_with_the_other_answer():
+    def record(i, question, answer, category="yesno"):
+        return {"id": i, "category": category, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
+                                                                  {"from": "gpt", "value": answer}]}
+
+    records = [record(i, f"is there a {('red', 'blue')[i % 2]} shape?", "yes" if i < 6 else "no") for i in range(14)]
+    records += [record(100 + i, "what color is the shape?", "red", "color") for i in range(5)]
+    ordered = paired_order(records, seed=0)
+    assert sorted(r["id"] for r in ordered) == sorted(r["id"] for r in records)
+    pairs = [(ordered[i], ordered[i + 1]) for i in range(0, len(ordered) - 1, 2)]
+    complementary = [(a, b) for a, b in pairs if a["category"] == b["category"] == "yesno"
+                     and a["conversations"][0] == b["conversations"][0]]
+    assert len(complementary) == 6  # 3 "yes" per question, each paired with a "no"
+    assert all({a["conversations"][1]["value"], b["conversations"][1]["value"]} == {"yes", "no"}
+               for a, b in complementary)
+    assert ordered == paired_order(records, seed=0) != paired_order(records, seed=1)
 
 
 def test_build_data_adds_captions_and_repeat_samples_when_asked(tmp_path):

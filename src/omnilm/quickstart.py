@@ -160,6 +160,33 @@ def balance(records: list[dict], seed: int, open_fraction: float = 1.0, negated_
     return [record for i, record in enumerate(records) if i in keep]
 
 
+def paired_order(records: list[dict], seed: int) -> list[dict]:
+    """``records`` in a seeded order of twos: each yes/no question beside the same question about another image
+    with the other answer (VQA v2's complementary pairs), the other records two by two.
+
+    Trained with ``data.shuffle: false`` and an even batch size, a pair shares its batch: the gradient sees
+    the image alone decide the answer, the wording held fixed.
+    """
+    rng = random.Random(seed)
+    by_question: dict[str, dict[str, list[dict]]] = {}
+    rest = []
+    for record in records:
+        if record.get("category") == "yesno":
+            question, answer = (turn["value"] for turn in record["conversations"][:2])
+            by_question.setdefault(question.lower(), {}).setdefault(answer, []).append(record)
+        else:
+            rest.append(record)
+    units = []
+    for answers in by_question.values():
+        yes, no = (rng.sample(answers.get(a, []), len(answers.get(a, []))) for a in ("yes", "no"))
+        units += [[a, b] if rng.random() < 0.5 else [b, a] for a, b in zip(yes, no)]
+        rest += yes[len(no):] + no[len(yes):]
+    rng.shuffle(rest)
+    units += [rest[i : i + 2] for i in range(0, len(rest) - 1, 2)]
+    rng.shuffle(units)
+    return [record for unit in units for record in unit] + rest[len(rest) - len(rest) % 2 :]  # odd one last
+
+
 def _capitalised(text: str) -> str:
     """``text`` with a capital first letter, as Whisper writes a transcript."""
     return text[:1].upper() + text[1:]
@@ -195,14 +222,16 @@ def repeat_records(records: list[dict], count: int, seed: int) -> list[dict]:
 
 def build_data(data_dir: Path, *, limit: int, seed: int, speech: bool, suffix: str,
                train_limit: int | None = None, captions: bool = False, open_fraction: float = 1.0,
-               repeats: int = 0, spoken_limit: int | None = None, negated_fraction: float = 1.0) -> dict[str, Any]:
+               repeats: int = 0, spoken_limit: int | None = None, negated_fraction: float = 1.0,
+               paired_seed: int | None = None) -> dict[str, Any]:
     """easy-VQA train/test, the training file and a seeded sample of test questions (typed; the first
     ``spoken_limit`` of them, default all, spoken too).
 
     ``captions`` adds each training image's caption ("Describe the image." → "a red circle"): one sample
     that names both the colour and the shape. ``repeats`` adds that many text-only samples asking to repeat a
     sentence word for word (seeded training questions as the sentences): without them the LoRA, trained on
-    one-word answers only, answers "what did I say?" with "yes".
+    one-word answers only, answers "what did I say?" with "yes". ``paired_seed`` orders the file in
+    complementary pairs (``paired_order``).
     """
     from omnilm.data.easy_vqa import TEST_VOICES, build_easy_vqa, speak
 
@@ -214,6 +243,8 @@ def build_data(data_dir: Path, *, limit: int, seed: int, speech: bool, suffix: s
         train += _read_jsonl(data_dir / "shapes-caption-train.jsonl")
     if repeats:
         train += repeat_records(questions, repeats, seed)
+    if paired_seed is not None:
+        train = paired_order(train, paired_seed)
     _write_jsonl(data_dir / "train-prompted.jsonl", train)
     test = _read_jsonl(data_dir / "test.jsonl")
     sample = random.Random(seed).sample(test, min(limit, len(test)))  # all categories, many images
@@ -330,7 +361,8 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
         suffix=recipe["answer_suffix"], train_limit=recipe.get("train_limit"),
         captions=recipe.get("captions", False), open_fraction=recipe.get("open_fraction", 1.0),
         repeats=recipe.get("repeats", 0), spoken_limit=evaluation.get("spoken_limit"),
-        negated_fraction=recipe.get("negated_fraction", 1.0)))
+        negated_fraction=recipe.get("negated_fraction", 1.0),
+        paired_seed=recipe["train"].get("seed", 0) if recipe.get("paired") else None))
     trained = steps.run("train", lambda: train_model(recipe["train"], data["files"]["train"], out / "train"))
     results = steps.run("eval", lambda: evaluate_both(
         trained, data["files"], out / "eval", evaluation["batch_size"],
