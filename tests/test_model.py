@@ -156,6 +156,31 @@ def test_transcribe_mode_sends_every_clip_of_a_batch_to_whisper_at_once(tiny_lm,
     assert tiny_lm.processor.placeholder_ids["audio"] not in inputs["input_ids"]
 
 
+def test_transcripts_are_capped_by_the_longest_clip_of_the_batch():
+    from types import SimpleNamespace
+
+    from transformers import WhisperFeatureExtractor
+
+    from omnilm.encoders.audio import WhisperTranscriber
+
+    class FakeWhisper(torch.nn.Module):  # records what generation was asked for
+        config = SimpleNamespace(max_target_positions=448)
+        device, dtype, options = torch.device("cpu"), torch.float32, []
+
+        def generate(self, features, **options):
+            self.options.append(options)
+            return torch.zeros(features.shape[0], 1, dtype=torch.long)
+
+    tokenizer = SimpleNamespace(get_prompt_ids=lambda text: list(range(30)), batch_decode=lambda ids, **_: [""] * len(ids))
+    whisper = FakeWhisper()
+    transcriber = WhisperTranscriber(whisper, WhisperFeatureExtractor(), tokenizer, prompt="domain words")
+    transcriber.transcribe([np.zeros(16000 * 2, np.float32), np.zeros(16000 * 3, np.float32)])  # 2 s and 3 s
+    assert whisper.options[-1]["max_new_tokens"] == 3 * 10 + 8
+    whisper.config = SimpleNamespace(max_target_positions=100)
+    transcriber.transcribe([np.zeros(16000 * 30, np.float32)])  # 30 s: Whisper's own limit, less the prompt
+    assert whisper.options[-1]["max_new_tokens"] == 100 - 30 - 4
+
+
 def test_lm_head_gets_contiguous_input_in_generation(tiny_lm, red_image):
     seen = []  # a strided bf16 input sends CPU `linear` to a path ~300× slower
     hook = tiny_lm.model.llm.get_output_embeddings().register_forward_hook(

@@ -7,6 +7,8 @@ length, so a 2 s question costs 2 s of compute. The processor pads samples to a 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from torch import nn
 from omnilm.media import WHISPER_SAMPLING_RATE
 
 LEAD_SILENCE_SECONDS = 0.5
+TRANSCRIPT_TOKENS_PER_SECOND = 10  # fast speech is ~3 words/s: a longer transcript is a repetition loop
 HOP_LENGTH = 160  # Whisper mel hop: 100 frames per second at 16 kHz
 CONV_STRIDE = 2  # conv2 halves the frame rate: 50 encoder frames per second
 
@@ -83,12 +86,18 @@ class WhisperTranscriber(nn.Module):
         if not clips:
             return []
         window = self.feature_extractor.n_samples  # Whisper's 30 s
+        seconds = max(len(clip) for clip in clips) / WHISPER_SAMPLING_RATE
         clips = [_lead_with_silence(np.asarray(clip, dtype=np.float32), window) for clip in clips]
         features = self.feature_extractor(clips, sampling_rate=WHISPER_SAMPLING_RATE, return_tensors="pt")
         features = features.input_features.to(self.whisper.device, self.whisper.dtype)  # (N, n_mels, 3000)
         options: dict = {"language": language, "task": "transcribe", "num_beams": self.num_beams}
+        room = self.whisper.config.max_target_positions // 2  # Whisper's limit, less a prompt and start tokens
         if self.prompt is not None:  # previous-text context: biases decoding towards the prompt's words
-            options["prompt_ids"] = torch.tensor(self.tokenizer.get_prompt_ids(self.prompt), device=self.whisper.device)
+            prompt_ids = self.tokenizer.get_prompt_ids(self.prompt)
+            options["prompt_ids"] = torch.tensor(prompt_ids, device=self.whisper.device)
+            room = self.whisper.config.max_target_positions - len(prompt_ids) - 4
+        # a hallucinated loop ("れ れ れ …") would run a whole batch to Whisper's limit: 448 tokens × beams
+        options["max_new_tokens"] = max(1, min(room, math.ceil(seconds * TRANSCRIPT_TOKENS_PER_SECOND) + 8))
         ids = self.whisper.generate(features, **options)  # the returned ids leave the prompt out
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
