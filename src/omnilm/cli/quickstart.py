@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 EXAMPLE = """example:
-  omnilm quickstart --out runs/quickstart                 # ~16 min on 2 CPU cores; re-run to resume
+  omnilm quickstart --out runs/quickstart                 # ~18 min on 2 CPU cores; re-run to resume
+  omnilm quickstart --out runs/qs-seed1 --seed 1          # another sample order and LoRA initialisation
   omnilm quickstart --budget-minutes 10                   # fewer training steps
   omnilm quickstart --tiny                                # a tiny random model, seconds (the pipeline only)"""
 
