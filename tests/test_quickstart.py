@@ -6,10 +6,12 @@ from collections import Counter
 
 import pytest
 
+from omnilm.errors import OmniError
 from omnilm.quickstart import (
     Steps,
     balance,
     build_data,
+    check_paired,
     is_negated,
     load_recipe,
     paired_order,
@@ -20,6 +22,12 @@ from omnilm.quickstart import (
     single_turn,
     timings_table,
 )
+
+
+def record(i, question, answer, category="yesno"):
+    """An easy-VQA-shaped training record about one image."""
+    return {"id": i, "category": category, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
+                                                              {"from": "gpt", "value": answer}]}
 
 
 def test_steps_run_once_and_resume_after_a_failure(tmp_path):
@@ -53,10 +61,6 @@ def test_single_turn_asks_each_question_alone_as_the_evaluation_does():
 
 
 def test_balance_keeps_open_questions_balances_yes_no_answers_per_question_type_and_thins_negated_ones():
-    def record(i, question, answer, category="yesno"):
-        return {"id": i, "category": category, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
-                                                                  {"from": "gpt", "value": answer}]}
-
     colours = ["red", "teal", "blue", "gray"]
     records = [record(i, f"is there a {colours[i % 4]} shape?", "yes" if i % 8 == 0 else "no") for i in range(80)]
     records += [record(100 + i, f"is there not a {colours[i % 4]} shape?", "no" if i % 4 == 0 else "yes")
@@ -83,10 +87,6 @@ def test_balance_keeps_open_questions_balances_yes_no_answers_per_question_type_
 
 
 def test_paired_order_puts_each_yes_no_question_beside_its_complement_with_the_other_answer():
-    def record(i, question, answer, category="yesno"):
-        return {"id": i, "category": category, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
-                                                                  {"from": "gpt", "value": answer}]}
-
     records = [record(i, f"is there a {('red', 'blue')[i % 2]} shape?", "yes" if i < 6 else "no") for i in range(14)]
     records += [record(100 + i, "what color is the shape?", "red", "color") for i in range(5)]
     ordered = paired_order(records, seed=0)
@@ -98,6 +98,14 @@ def test_paired_order_puts_each_yes_no_question_beside_its_complement_with_the_o
     assert all({a["conversations"][1]["value"], b["conversations"][1]["value"]} == {"yes", "no"}
                for a, b in complementary)
     assert ordered == paired_order(records, seed=0) != paired_order(records, seed=1)
+
+
+def test_paired_recipe_needs_the_file_order_and_even_batches(tmp_path):
+    recipe = load_recipe()
+    check_paired(recipe["train"])  # the committed recipe keeps its pairs together
+    for key, value in (("data", {"shuffle": True}), ("optim", {"batch_size": 7})):
+        with pytest.raises(OmniError, match="paired: true needs"):
+            run_quickstart(tmp_path, {**recipe, "train": {**recipe["train"], key: value}})
 
 
 def test_build_data_adds_captions_and_repeat_samples_when_asked(tmp_path):

@@ -187,6 +187,15 @@ def paired_order(records: list[dict], seed: int) -> list[dict]:
     return [record for unit in units for record in unit] + rest[len(rest) - len(rest) % 2 :]  # odd one last
 
 
+def check_paired(train_section: dict[str, Any]) -> None:
+    """``paired: true`` keeps each pair in one batch only when the file's order is kept and batches are even."""
+    optim = train_section.get("optim", {})
+    batch = optim.get("batch_size", 1) * optim.get("grad_accum", 1)
+    if train_section.get("data", {}).get("shuffle", True) or batch % 2:
+        raise OmniError(f"recipe: paired: true needs train.data.shuffle: false and an even batch "
+                        f"(batch_size × grad_accum, here {batch}); set them, or set paired: false")
+
+
 def _capitalised(text: str) -> str:
     """``text`` with a capital first letter, as Whisper writes a transcript."""
     return text[:1].upper() + text[1:]
@@ -355,6 +364,9 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
     refs = [part["source"] for part in (model_cfg.get("llm"), model_cfg.get("vision"), model_cfg.get("audio"))
             if part and str(part["source"]).startswith("pkg:")]
     instruction = recipe["answer_suffix"].strip()  # the typed task's instruction, also given to spoken questions
+    seed = recipe["train"].get("seed", 0)
+    if recipe.get("paired"):
+        check_paired(recipe["train"])
     env = steps.run("setup", lambda: setup(refs))
     data = steps.run("data", lambda: build_data(
         data_dir, limit=evaluation["limit"], seed=evaluation["seed"], speech=env["speech"],
@@ -362,7 +374,7 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
         captions=recipe.get("captions", False), open_fraction=recipe.get("open_fraction", 1.0),
         repeats=recipe.get("repeats", 0), spoken_limit=evaluation.get("spoken_limit"),
         negated_fraction=recipe.get("negated_fraction", 1.0),
-        paired_seed=recipe["train"].get("seed", 0) if recipe.get("paired") else None))
+        paired_seed=seed if recipe.get("paired") else None))
     trained = steps.run("train", lambda: train_model(recipe["train"], data["files"]["train"], out / "train"))
     results = steps.run("eval", lambda: evaluate_both(
         trained, data["files"], out / "eval", evaluation["batch_size"],
@@ -371,7 +383,7 @@ def run_quickstart(out_dir: str | Path, recipe: dict[str, Any]) -> dict[str, Any
     examples = steps.run("examples", lambda: live_examples(trained, data_dir, str(data_dir / image), env["speech"],
                                                            instruction))
     model = steps.run("save", lambda: save_model(trained, out / "model"))
-    warnings = results_warnings(results, recipe["train"].get("seed", 0))
+    warnings = results_warnings(results, seed)
     for warning in warnings:
         logger.warning(warning)
     return {"results": results, "examples": examples, "model": model, "seconds": steps.seconds(),

@@ -91,11 +91,11 @@ class WhisperTranscriber(nn.Module):
         features = self.feature_extractor(clips, sampling_rate=WHISPER_SAMPLING_RATE, return_tensors="pt")
         features = features.input_features.to(self.whisper.device, self.whisper.dtype)  # (N, n_mels, 3000)
         options: dict = {"language": language, "task": "transcribe", "num_beams": self.num_beams}
-        room = self.whisper.config.max_target_positions // 2  # Whisper's limit, less a prompt and start tokens
+        room = self.whisper.config.max_target_positions // 2  # without a prompt: half of Whisper's token limit
         if self.prompt is not None:  # previous-text context: biases decoding towards the prompt's words
             prompt_ids = self.tokenizer.get_prompt_ids(self.prompt)
             options["prompt_ids"] = torch.tensor(prompt_ids, device=self.whisper.device)
-            room = self.whisper.config.max_target_positions - len(prompt_ids) - 4
+            room = self.whisper.config.max_target_positions - len(prompt_ids) - 4  # less the prompt, start tokens
         # a hallucinated loop ("れ れ れ …") would run a whole batch to Whisper's limit: 448 tokens × beams
         options["max_new_tokens"] = max(1, min(room, math.ceil(seconds * TRANSCRIPT_TOKENS_PER_SECOND) + 8))
         ids = self.whisper.generate(features, **options)  # the returned ids leave the prompt out
