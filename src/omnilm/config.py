@@ -23,6 +23,13 @@ AUDIO_MODES = ("embed", "transcribe")
 FUSION_MODES = ("embed", "gated_xattn")
 
 
+def torch_dtype(name: str):
+    """The torch dtype of a config's `dtype` name (one of DTYPES)."""
+    import torch  # local import: configs are read without torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
 def _require(condition: bool, field_path: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{field_path}: {message}")

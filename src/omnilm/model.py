@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from omnilm.config import OmniConfig
+from omnilm.config import OmniConfig, torch_dtype
 from omnilm.connectors import build_connector, connector_tokens
 from omnilm.encoders import AudioEncoder, VideoEncoder, VisionEncoder, WhisperTranscriber, load_vision_tower
 from omnilm.encoders.audio import mel_frames_per_token
@@ -21,10 +21,6 @@ from omnilm.sources import resolve_source
 logger = logging.getLogger(__name__)
 
 HEAD_PREFIXES = ("connectors.", "video.", "fusion.")  # always trained, always saved
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 class OmniModel(nn.Module):

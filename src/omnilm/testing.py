@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from omnilm.config import AudioConfig, ConnectorConfig, LLMConfig, OmniConfig, VideoConfig, VisionConfig
 from omnilm.io import atomic_directory
 from omnilm.lm import OmniLM
+from omnilm.paths import cache_dir
 
 WIDTH = 32  # hidden size of every tiny part
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<audio>", "<video>"]
@@ -35,7 +35,7 @@ _CORPUS = [
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("OMNILM_CACHE", Path.home() / ".cache" / "omnilm")) / "tiny"
+    return cache_dir("tiny")
 
 
 def tiny_parts(seed: int = 0) -> dict[str, str]:

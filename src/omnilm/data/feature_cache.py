@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from omnilm.paths import cache_dir
+
 logger = logging.getLogger(__name__)
 
 _BATCH_INPUTS = {"image": "pixel_values", "video": "video_pixel_values", "audio": "audio_features"}
@@ -30,7 +32,7 @@ _BATCH_OUTPUTS = {"image": "image_features", "video": "video_frame_features", "a
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("OMNILM_CACHE", Path.home() / ".cache" / "omnilm")) / "features"
+    return cache_dir("features")
 
 
 def weights_digest(module: torch.nn.Module) -> str:

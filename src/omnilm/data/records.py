@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnilm.config import MODALITIES
 from omnilm.errors import OmniError
 
-MODALITIES = ("image", "audio", "video")
 PLACEHOLDER = re.compile(r"<(image|audio|video)>")
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
           "model": "assistant"}

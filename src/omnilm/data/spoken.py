@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from omnilm.config import MODALITIES
 from omnilm.data.easy_vqa import TEST_VOICES, TRAIN_VOICES
-from omnilm.data.records import MODALITIES, read_records
+from omnilm.data.records import read_records
 
 logger = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnilm.config import torch_dtype
 from omnilm.dual.config import DualEncoderConfig
 from omnilm.encoders.vision import load_vision_tower, prefix_token_count, vision_tower_config
 from omnilm.sources import resolve_source
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Dual-encoder checkpoints whose text tower has its own class (AutoModel would load both towers).
 _TEXT_TOWERS = {"clip": "CLIPTextModel", "siglip": "SiglipTextModel"}
 
@@ -84,13 +84,13 @@ class DualEncoder(nn.Module):
         """Load both towers from their sources; fresh (seeded by the caller) projection heads."""
         import transformers
 
-        vision = load_vision_tower(resolve_source(config.vision.source, base_dir), dtype=_DTYPES[config.vision.dtype],
+        vision = load_vision_tower(resolve_source(config.vision.source, base_dir), dtype=torch_dtype(config.vision.dtype),
                                    trust_remote_code=config.vision.trust_remote_code)
         text_source = resolve_source(config.text.source, base_dir)
         text_config = transformers.AutoConfig.from_pretrained(text_source,
                                                               trust_remote_code=config.text.trust_remote_code)
         text_class = getattr(transformers, _TEXT_TOWERS.get(text_config.model_type, "AutoModel"))
-        text = text_class.from_pretrained(text_source, dtype=_DTYPES[config.text.dtype],
+        text = text_class.from_pretrained(text_source, dtype=torch_dtype(config.text.dtype),
                                           trust_remote_code=config.text.trust_remote_code)
         text = getattr(text, "text_model", text) if text_class is transformers.AutoModel else text
         return cls(config, vision_tower=vision, text_tower=text)

@@ -29,6 +29,7 @@ from omnilm.dual.config import DualTrainConfig
 from omnilm.dual.evaluate import evaluate
 from omnilm.errors import MediaError
 from omnilm.io import atomic_directory, atomic_write_bytes
+from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -257,4 +258,4 @@ def _stat(path: str) -> list[int]:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("OMNILM_CACHE", Path.home() / ".cache" / "omnilm")) / "dual-features"
+    return cache_dir("dual-features")

@@ -18,7 +18,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from omnilm.data.records import MODALITIES, Record, read_records
+from omnilm.config import MODALITIES
+from omnilm.data.records import Record, read_records
 from omnilm.errors import OmniError
 from omnilm.evaluation.report import write_report
 from omnilm.evaluation.scoring import score

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from omnilm.errors import OmniError
+from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def data_root() -> Path:
     """Where task datasets are built: ``$OMNILM_DATA``, else ``$OMNILM_CACHE/data``."""
     if os.environ.get("OMNILM_DATA"):
         return Path(os.environ["OMNILM_DATA"])
-    return Path(os.environ.get("OMNILM_CACHE", Path.home() / ".cache" / "omnilm")) / "data"
+    return cache_dir("data")
 
 
 def builtin_tasks() -> list[str]:

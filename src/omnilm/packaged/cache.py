@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from omnilm.errors import OmniError
+from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ class PackagedModelError(OmniError):
 
 class ChecksumError(PackagedModelError):
     """A shipped chunk or a cached file does not have the size or sha256 it should."""
-
-
-def cache_dir() -> Path:
-    """Root of the omnilm cache: `$OMNILM_CACHE`, default `~/.cache/omnilm`."""
-    root = os.environ.get("OMNILM_CACHE") or Path.home() / ".cache" / "omnilm"
-    return Path(root).expanduser()
 
 
 def _progress(total: int, desc: str, show: bool = True) -> tqdm:

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import numpy as np
-
 from fastapi import Depends, FastAPI, Header
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel

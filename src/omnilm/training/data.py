@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from omnilm.data.records import MODALITIES, RecordError, parse_record, read_records
+from omnilm.config import MODALITIES
+from omnilm.data.records import RecordError, parse_record, read_records
 from omnilm.errors import ConfigError, OmniError
 from omnilm.processor import OmniProcessor
 from omnilm.training.config import DataSection
