@@ -62,12 +62,12 @@ def test_any_decoder_only_llm(family):
     assert sorted(fusion.blocks) == ["0", "2"]  # before layers 0 and 2
     ids = torch.tensor([[5, 6, 9, 7, 8]])  # 9 plays the placeholder
     bare = llm(input_ids=ids.masked_fill(ids == 9, 0)).logits
-    embeds = fusion.embed(ids, {"image": [torch.randn(4, 32)]}, {"image": 9}, llm.get_input_embeddings())
-    with fusion.attending():
+    embeds, context = fusion.embed(ids, {"image": [torch.randn(4, 32)]}, {"image": 9}, llm.get_input_embeddings())
+    with fusion.attending(context):
         closed = llm(inputs_embeds=embeds).logits
     _open_gates(fusion, which=("attn_gate",))  # the feed-forward gate acts on every token, as in Flamingo
-    fusion.embed(ids, {"image": [torch.randn(4, 32)]}, {"image": 9}, llm.get_input_embeddings())
-    with fusion.attending():
+    _, context = fusion.embed(ids, {"image": [torch.randn(4, 32)]}, {"image": 9}, llm.get_input_embeddings())
+    with fusion.attending(context):
         opened = llm(inputs_embeds=embeds).logits
     outside = llm(inputs_embeds=embeds).logits  # outside `attending`: the blocks do nothing
     torch.testing.assert_close(outside, closed)
@@ -98,7 +98,7 @@ def test_zero_gates_give_the_bare_llms_logits(lm):
     model = lm.model
     inputs = lm.processor("say <image> what colour?", images=[_image(0)])
     logits = model(**inputs).logits
-    embeds = model.embed(inputs["input_ids"], pixel_values=inputs["pixel_values"])
+    embeds, _ = model.embed(inputs["input_ids"], pixel_values=inputs["pixel_values"])
     bare = model.llm(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
     torch.testing.assert_close(logits, bare, rtol=0, atol=0)
     other = lm.processor("say <image> what colour?", images=[_image(7)])
@@ -143,7 +143,7 @@ def test_media_keys_values_computed_once_per_generation(gates_open, monkeypatch)
     new = lm.model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
     assert new.shape[1] == 6
     assert sorted(calls) == sorted(lm.model.fusion.blocks) and len(encodes) == 1
-    assert lm.model.fusion.context is None and lm.model.fusion.pending is None  # nothing leaks to the next call
+    assert lm.model.fusion.context is None  # nothing leaks to the next call
 
 
 def test_gradients_with_a_frozen_llm(lm):

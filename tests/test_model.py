@@ -123,7 +123,7 @@ def test_vision_pooling(pooling, pool_size, drop_cls, tokens, width, red_image):
     assert lm.processor.layout.image_tokens == tokens
     assert lm.model.vision.out_dim == width
     inputs = lm.processor("<image>", images=[red_image])
-    assert lm.model.encode_media(pixel_values=inputs["pixel_values"])["image"].shape == (tokens, 32)
+    assert torch.cat(lm.model.encode_media(pixel_values=inputs["pixel_values"])["image"]).shape == (tokens, 32)
 
 
 def test_encoders_start_frozen(tiny_lm):
@@ -140,7 +140,8 @@ def test_transcribe_mode_sends_every_clip_of_a_batch_to_whisper_at_once(tiny_lm,
             self.calls.append(len(clips))
             return [f"clip of {len(c)} samples" for c in clips]
 
-    monkeypatch.setattr(tiny_lm.model, "transcriber", FakeWhisper())
+    monkeypatch.setattr(tiny_lm.processor, "transcriber", FakeWhisper())
+    monkeypatch.setattr(tiny_lm.processor.layout, "audio_mode", "transcribe")
     clip = lambda n: (np.zeros(n, np.float32), 16000)  # noqa: E731
     conversations = [
         [{"role": "user", "content": [{"type": "audio", "audio": clip(800)}, {"type": "text", "text": "and"},

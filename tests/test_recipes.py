@@ -158,7 +158,7 @@ def test_recipe_shape_builds_with_tiny_parts(name):
     expected = 1 if cfg.fusion.mode == "gated_xattn" else options.get("num_latents", options.get("num_queries", 16))
     assert lm.processor.layout.image_tokens == expected
     assert (lm.model.fusion is not None) == (cfg.fusion.mode == "gated_xattn")
-    assert (lm.model.transcriber is not None) == (cfg.audio is not None and cfg.audio.mode == "transcribe")
+    assert (lm.processor.transcriber is not None) == (cfg.audio is not None and cfg.audio.mode == "transcribe")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
     inputs = lm.processor("<image> what shape?", images=[image])
     logits = lm.model(**inputs).logits

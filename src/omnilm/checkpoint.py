@@ -36,7 +36,7 @@ def save_checkpoint(model: OmniModel, processor: OmniProcessor, directory: str |
     config = copy.deepcopy(model.config)
     with atomic_directory(directory) as staging:
         if full:
-            _save_parts(model, config, staging)
+            _save_parts(model, processor, config, staging)
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.head_state_dict().items()}
         if full:  # the parts now live in subdirectories; keep only heads and adapters here
             state = {k: v for k, v in state.items() if not k.startswith(("llm.", "vision.", "audio.")) or "lora_" in k}
@@ -47,7 +47,7 @@ def save_checkpoint(model: OmniModel, processor: OmniProcessor, directory: str |
     return directory
 
 
-def _save_parts(model: OmniModel, config: OmniConfig, staging: Path) -> None:
+def _save_parts(model: OmniModel, processor: OmniProcessor, config: OmniConfig, staging: Path) -> None:
     if config.lora is not None:
         raise OmniError("merge the LoRA adapters first (omnilm.lora.merge_lora(model)) before a full save")
     model.llm.save_pretrained(staging / "llm")
@@ -55,7 +55,7 @@ def _save_parts(model: OmniModel, config: OmniConfig, staging: Path) -> None:
     if model.vision is not None:
         model.vision.tower.save_pretrained(staging / "vision")
         config.vision.source = "./vision"
-    whisper = model.transcriber.whisper if model.transcriber is not None else None
+    whisper = processor.transcriber.whisper if processor.transcriber is not None else None
     if whisper is not None:
         whisper.save_pretrained(staging / "audio")
     elif model.audio is not None:  # embed mode keeps only the encoder: store it under Whisper's key names
@@ -73,7 +73,7 @@ def load_checkpoint(directory: str | Path) -> tuple[OmniModel, OmniProcessor]:
     if not is_checkpoint(directory):
         raise OmniError(f"{directory} is not an omnilm checkpoint: {CONFIG_FILE} is missing")
     config = OmniConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-    processor = OmniProcessor.from_pretrained(directory)
+    processor = OmniProcessor.from_pretrained(directory, config)
     lora = config.lora
     config.lora = None
     model = OmniModel.from_config(

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from omnilm.configkit import check_fields, coerce, read_mapping, require
 from omnilm.errors import ConfigError
 
 MODALITIES = ("image", "audio", "video")
@@ -30,11 +31,6 @@ def torch_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _require(condition: bool, field_path: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{field_path}: {message}")
-
-
 @dataclass
 class LLMConfig:
     source: str  # hub id, local dir or pkg:NAME of any AutoModelForCausalLM
@@ -44,9 +40,9 @@ class LLMConfig:
     system_prompt: str | None = None  # system message for conversations without one; None: the template's default
 
     def validate(self, path: str = "llm") -> None:
-        _require(bool(self.source), f"{path}.source", "must name a hub id, local directory or pkg: reference")
-        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
-        _require(self.max_length is None or self.max_length > 0, f"{path}.max_length", "must be positive")
+        require(bool(self.source), f"{path}.source", "must name a hub id, local directory or pkg: reference")
+        require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        require(self.max_length is None or self.max_length > 0, f"{path}.max_length", "must be positive")
 
 
 @dataclass
@@ -61,11 +57,11 @@ class VisionConfig:
     trust_remote_code: bool = False
 
     def validate(self, path: str = "vision") -> None:
-        _require(bool(self.source), f"{path}.source", "must name a vision model")
-        _require(self.pooling in VISION_POOLING, f"{path}.pooling", f"{self.pooling!r} is not one of {VISION_POOLING}")
-        _require(self.pool_size >= 1, f"{path}.pool_size", "must be >= 1")
-        _require(self.image_size is None or self.image_size > 0, f"{path}.image_size", "must be positive")
-        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        require(bool(self.source), f"{path}.source", "must name a vision model")
+        require(self.pooling in VISION_POOLING, f"{path}.pooling", f"{self.pooling!r} is not one of {VISION_POOLING}")
+        require(self.pool_size >= 1, f"{path}.pool_size", "must be >= 1")
+        require(self.image_size is None or self.image_size > 0, f"{path}.image_size", "must be positive")
+        require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
 
 
 @dataclass
@@ -79,12 +75,12 @@ class AudioConfig:
     transcribe_beams: int = 1  # transcribe mode: beam width of Whisper's decoding (1: greedy)
 
     def validate(self, path: str = "audio") -> None:
-        _require(bool(self.source), f"{path}.source", "must name a Whisper model")
-        _require(self.mode in AUDIO_MODES, f"{path}.mode", f"{self.mode!r} is not one of {AUDIO_MODES}")
-        _require(self.stack_factor >= 1, f"{path}.stack_factor", "must be >= 1")
-        _require(0 < self.max_seconds <= 30.0, f"{path}.max_seconds", "must be in (0, 30]: one Whisper window")
-        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
-        _require(self.transcribe_beams >= 1, f"{path}.transcribe_beams", "must be >= 1")
+        require(bool(self.source), f"{path}.source", "must name a Whisper model")
+        require(self.mode in AUDIO_MODES, f"{path}.mode", f"{self.mode!r} is not one of {AUDIO_MODES}")
+        require(self.stack_factor >= 1, f"{path}.stack_factor", "must be >= 1")
+        require(0 < self.max_seconds <= 30.0, f"{path}.max_seconds", "must be in (0, 30]: one Whisper window")
+        require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        require(self.transcribe_beams >= 1, f"{path}.transcribe_beams", "must be >= 1")
 
 
 @dataclass
@@ -94,9 +90,9 @@ class VideoConfig:
     max_frames_decoded: int = 10_000  # refuse pathological files before decoding them all
 
     def validate(self, path: str = "video") -> None:
-        _require(self.num_frames >= 1, f"{path}.num_frames", "must be >= 1")
-        _require(self.temporal_pool >= 1, f"{path}.temporal_pool", "must be >= 1")
-        _require(
+        require(self.num_frames >= 1, f"{path}.num_frames", "must be >= 1")
+        require(self.temporal_pool >= 1, f"{path}.temporal_pool", "must be >= 1")
+        require(
             self.num_frames % self.temporal_pool == 0,
             f"{path}.num_frames",
             f"must be a multiple of temporal_pool ({self.temporal_pool})",
@@ -112,15 +108,15 @@ class ConnectorConfig:
     def validate(self, path: str) -> None:
         from omnilm.connectors import CONNECTORS  # local import: connectors import torch
 
-        _require(
+        require(
             self.type in CONNECTORS, f"{path}.type", f"unknown connector {self.type!r}; choose one of {sorted(CONNECTORS)}"
         )
-        _require(self.hidden_dim is None or self.hidden_dim > 0, f"{path}.hidden_dim", "must be positive")
+        require(self.hidden_dim is None or self.hidden_dim > 0, f"{path}.hidden_dim", "must be positive")
         from omnilm.connectors import connector_options
 
         valid = connector_options(self.type)
         unknown = sorted(set(self.options) - set(valid))
-        _require(not unknown, f"{path}.options", f"{self.type} takes no option(s) {unknown}; valid: {list(valid)}")
+        require(not unknown, f"{path}.options", f"{self.type} takes no option(s) {unknown}; valid: {list(valid)}")
 
 
 @dataclass
@@ -133,9 +129,9 @@ class FusionConfig:
     ff_mult: int = 4  # gated_xattn: feed-forward width = ff_mult × LLM width
 
     def validate(self, path: str = "fusion") -> None:
-        _require(self.mode in FUSION_MODES, f"{path}.mode", f"{self.mode!r} is not one of {FUSION_MODES}")
+        require(self.mode in FUSION_MODES, f"{path}.mode", f"{self.mode!r} is not one of {FUSION_MODES}")
         for name in ("every", "heads", "ff_mult"):
-            _require(getattr(self, name) >= 1, f"{path}.{name}", "must be >= 1")
+            require(getattr(self, name) >= 1, f"{path}.{name}", "must be >= 1")
 
 
 @dataclass
@@ -146,8 +142,8 @@ class PlaceholderConfig:
 
     def validate(self, path: str = "placeholders") -> None:
         values = [self.image, self.audio, self.video]
-        _require(all(values), path, "placeholders must be non-empty strings")
-        _require(len(set(values)) == 3, path, "image, audio and video placeholders must differ")
+        require(all(values), path, "placeholders must be non-empty strings")
+        require(len(set(values)) == 3, path, "image, audio and video placeholders must differ")
 
     def for_modality(self, modality: str) -> str:
         return getattr(self, modality)
@@ -166,15 +162,8 @@ class OmniConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)  # embed media as tokens, or cross-attend to them
 
     def __post_init__(self) -> None:
-        self.llm = _coerce(LLMConfig, self.llm, "llm")
-        self.vision = _coerce(VisionConfig, self.vision, "vision")
-        self.audio = _coerce(AudioConfig, self.audio, "audio")
-        self.video = _coerce(VideoConfig, self.video, "video")
-        self.placeholders = _coerce(PlaceholderConfig, self.placeholders, "placeholders")
-        self.fusion = _coerce(FusionConfig, self.fusion, "fusion") or FusionConfig()
-        if not isinstance(self.connectors, dict):
-            raise ConfigError("connectors: must be a mapping from modality to connector settings")
-        self.connectors = {k: _coerce(ConnectorConfig, v, f"connectors.{k}") for k, v in self.connectors.items()}
+        self.fusion = FusionConfig() if self.fusion is None else self.fusion
+        check_fields(self)
         for modality in self.modalities:
             if modality not in self.connectors and not (modality == "video" and "image" in self.connectors):
                 if not (modality == "audio" and self.audio.mode == "transcribe"):
@@ -199,20 +188,22 @@ class OmniConfig:
             part = getattr(self, name)
             if part is not None:
                 part.validate(name)
-        _require(self.video is None or self.vision is not None, "video", "video needs a vision encoder: set `vision`")
+        require(self.video is None or self.vision is not None, "video", "video needs a vision encoder: set `vision`")
         for key, connector in self.connectors.items():
-            _require(key in MODALITIES, f"connectors.{key}", f"unknown modality; choose from {MODALITIES}")
-            _require(key in self.modalities, f"connectors.{key}", f"the model has no {key} encoder")
+            require(key in MODALITIES, f"connectors.{key}", f"unknown modality; choose from {MODALITIES}")
+            require(key in self.modalities, f"connectors.{key}", f"the model has no {key} encoder")
+            require(key != "audio" or self.audio.mode == "embed", "connectors.audio",
+                     "audio.mode is transcribe: speech reaches the LLM as text, through no connector; remove it")
             connector.validate(f"connectors.{key}")
         self.placeholders.validate()
         self.fusion.validate()
-        _require(
+        require(
             self.fusion.mode == "embed" or bool(self.connectors),
             "fusion.mode",
             "gated_xattn needs a media encoder with a connector (vision, or audio in embed mode)",
         )
         for part in self.trained_parts:
-            _require(part in ("llm", "vision", "audio"), "trained_parts", f"unknown part {part!r}")
+            require(part in ("llm", "vision", "audio"), "trained_parts", f"unknown part {part!r}")
 
     # Serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -222,7 +213,7 @@ class OmniConfig:
     def from_dict(cls, data: dict[str, Any]) -> OmniConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
-        return _coerce(cls, data, "config")
+        return coerce(cls, data, "")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -233,25 +224,8 @@ class OmniConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> OmniConfig:
         """Read a config from .json, .yaml or .yml."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return cls.from_dict(data)
+        return cls.from_dict(read_mapping(path, "config file"))
 
 
-def _coerce(cls: type, value: Any, path: str) -> Any:
-    """Build dataclass `cls` from a dict (or pass an instance / None through), naming unknown fields."""
-    if value is None or isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a mapping for {cls.__name__}, got {type(value).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - names)
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s) {unknown}; valid fields are {sorted(names)}")
-    try:
-        return cls(**value)
-    except TypeError as err:
-        raise ConfigError(f"{path}: {err}") from None
+# Until every importer moved to omnilm.configkit.
+_require, _coerce = require, coerce

@@ -6,7 +6,11 @@ class OmniError(ValueError):
 
 
 class ConfigError(OmniError):
-    """An OmniConfig field (named in the message) is invalid."""
+    """A config field (named in the message, and in `field` where known) is invalid."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class MediaError(OmniError):

@@ -14,10 +14,8 @@ from typing import Any
 from omnilm.config import OmniConfig
 from omnilm.connectors import connector_tokens
 from omnilm.encoders.vision import pooled_grid, prefix_token_count, vision_tower_config
+from omnilm.pixels import CLIP_MEAN, CLIP_STD, image_preprocessing
 from omnilm.sources import resolve_source
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -80,7 +78,7 @@ def compute_layout(cfg: OmniConfig, base_dir: str | Path | None = None) -> Media
         tower = vision_tower_config(
             transformers.AutoConfig.from_pretrained(source, trust_remote_code=cfg.vision.trust_remote_code)
         )
-        size, mean, std = _image_preprocessing(source, tower)
+        size, mean, std = image_preprocessing(source, tower.image_size)
         layout.image_size = cfg.vision.image_size or size
         layout.image_mean, layout.image_std = mean, std
         grid = pooled_grid(layout.image_size // tower.patch_size, cfg.vision.pooling, cfg.vision.pool_size)
@@ -105,27 +103,3 @@ def compute_layout(cfg: OmniConfig, base_dir: str | Path | None = None) -> Media
         layout.image_tokens = layout.image_tokens and 1
         layout.video_tokens = layout.video_tokens and 1
     return layout
-
-
-def _image_preprocessing(source: str, tower) -> tuple[int, tuple, tuple]:
-    """(size, mean, std) from the encoder's image processor, falling back to its config and CLIP's stats."""
-    import transformers
-
-    try:
-        proc = transformers.AutoImageProcessor.from_pretrained(source)
-    except (OSError, ValueError, KeyError):
-        return tower.image_size, CLIP_MEAN, CLIP_STD
-    size = getattr(proc, "crop_size", None) if getattr(proc, "do_center_crop", False) else getattr(proc, "size", None)
-    side = _side(size) or tower.image_size
-    mean = tuple(getattr(proc, "image_mean", None) or CLIP_MEAN)
-    std = tuple(getattr(proc, "image_std", None) or CLIP_STD)
-    return side, mean, std
-
-
-def _side(size: Any) -> int | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return size
-    get = size.get if hasattr(size, "get") else (lambda k: getattr(size, k, None))
-    return get("height") or get("shortest_edge") or get("width")

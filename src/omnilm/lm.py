@@ -49,7 +49,9 @@ class OmniLM:
         return save_checkpoint(self.model, self.processor, directory, full=full)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> OmniLM:
-        self.model.to(device=device, dtype=dtype)
+        for module in (self.model, self.processor.transcriber):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
         return self
 
     @property
@@ -107,32 +109,11 @@ class OmniLM:
 
     # Helpers ------------------------------------------------------------------------------------
     def prepare_inputs(self, conversations: list) -> dict[str, torch.Tensor]:
-        """Model inputs for a batch of conversations (transcribing audio first in transcribe mode)."""
+        """Model inputs for a batch of conversations, on the model's device."""
         placeholders = self.processor.layout.placeholders
         convs = [c if isinstance(c, Conversation) else normalize_conversation(c, placeholders) for c in conversations]
-        if self.model.transcriber is not None:
-            convs = self._transcribe(convs)
         inputs = self.processor(convs, add_generation_prompt=True, padding_side="left")
         return {k: v.to(self.model.device) for k, v in inputs.items()}
-
-    def _transcribe(self, convs: list[Conversation]) -> list[Conversation]:
-        """Replace each audio item by its Whisper transcript (audio.mode: transcribe): one batch for all clips."""
-        from omnilm.media import load_audio
-
-        clips = [load_audio(item, max_seconds=30.0) for conv in convs for m, item in conv.media if m == "audio"]
-        if not clips:
-            return convs
-        texts = iter(self.model.transcriber.transcribe(clips))
-        marker = self.processor.layout.placeholders["audio"]
-        out = []
-        for conv in convs:
-            messages = []
-            for message in conv.messages:  # clips are in order of appearance, as the markers are
-                parts = message["content"].split(marker)
-                content = parts[0] + "".join(next(texts) + rest for rest in parts[1:])
-                messages.append({"role": message["role"], "content": content})
-            out.append(Conversation(messages, [(m, item) for m, item in conv.media if m != "audio"]))
-        return out
 
     def generation_kwargs(
         self,

@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from omnilm.config import OmniConfig, torch_dtype
-from omnilm.connectors import build_connector, connector_tokens
-from omnilm.encoders import AudioEncoder, VideoEncoder, VisionEncoder, WhisperTranscriber, load_vision_tower
-from omnilm.encoders.audio import mel_frames_per_token
+from omnilm.connectors import build_connector
+from omnilm.encoders import AudioEncoder, VideoEncoder, VisionEncoder, load_vision_tower
 from omnilm.errors import PlaceholderMismatchError
-from omnilm.fusion import GatedXAttnFusion
+from omnilm.fusion import GatedXAttnFusion, MediaContext
 from omnilm.layout import MediaLayout
 from omnilm.sources import resolve_source
 
@@ -27,8 +26,9 @@ class OmniModel(nn.Module):
     """input_ids (B, L) with N placeholder ids per media item + media tensors → LLM output.
 
     Parts: `llm` (AutoModelForCausalLM), `vision`, `audio` (encoders), `video` (frame-order embedding
-    over the vision encoder), `connectors` (one per modality key), `transcriber` (audio.mode=transcribe),
-    `fusion` (fusion.mode=gated_xattn: cross-attention blocks hooked into the LLM; one placeholder per item).
+    over the vision encoder), `connectors` (one per modality key), `fusion` (fusion.mode=gated_xattn:
+    cross-attention blocks hooked into the LLM; one placeholder per item). In audio.mode=transcribe the
+    processor turns speech into text, so the model has no audio part.
     """
 
     def __init__(
@@ -39,14 +39,12 @@ class OmniModel(nn.Module):
         placeholder_ids: dict[str, int],
         vision: VisionEncoder | None = None,
         audio: AudioEncoder | None = None,
-        transcriber: WhisperTranscriber | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.llm = llm
         self.vision = vision
         self.audio = audio
-        self.transcriber = transcriber
         self.placeholder_ids = dict(placeholder_ids)
         llm_width = llm.get_input_embeddings().embedding_dim
         head = llm.get_output_embeddings()
@@ -72,7 +70,7 @@ class OmniModel(nn.Module):
             self.fusion = GatedXAttnFusion(
                 llm, modalities=tuple(self.placeholder_ids), every=f.every, heads=f.heads, ff_mult=f.ff_mult
             )
-        for part in (vision, audio, transcriber):
+        for part in (vision, audio):
             if part is not None:
                 part.requires_grad_(False)  # encoders start frozen; a training stage may unfreeze them
 
@@ -103,7 +101,7 @@ class OmniModel(nn.Module):
             dtype=torch_dtype(config.llm.dtype),
             trust_remote_code=config.llm.trust_remote_code,
         )
-        vision = audio = transcriber = None
+        vision = audio = None
         if config.vision is not None:
             v = config.vision
             tower = load_vision_tower(
@@ -117,98 +115,70 @@ class OmniModel(nn.Module):
                 pool_size=v.pool_size,
                 image_size=layout.image_size,
             )
-        if config.audio is not None:
-            source = resolve_source(config.audio.source, base_dir)
+        if config.audio is not None and config.audio.mode == "embed":
             whisper = transformers.WhisperForConditionalGeneration.from_pretrained(
-                source, dtype=torch_dtype(config.audio.dtype)
+                resolve_source(config.audio.source, base_dir), dtype=torch_dtype(config.audio.dtype)
             )
-            if config.audio.mode == "embed":
-                audio = AudioEncoder(whisper.model.encoder, stack_factor=config.audio.stack_factor)
-            else:
-                transcriber = WhisperTranscriber(
-                    whisper,
-                    transformers.WhisperFeatureExtractor.from_pretrained(source),
-                    transformers.AutoTokenizer.from_pretrained(source),
-                    prompt=config.audio.transcribe_prompt,
-                    num_beams=config.audio.transcribe_beams,
-                )
-        return cls(
-            config, llm=llm, placeholder_ids=placeholder_ids, vision=vision, audio=audio, transcriber=transcriber
-        )
-
-    @classmethod
-    def from_pretrained(cls, path_or_ref: str | Path) -> OmniModel:
-        """Load the model of an omnilm checkpoint (directory or pkg:/hub reference)."""
-        from omnilm.checkpoint import load_checkpoint
-
-        return load_checkpoint(resolve_source(str(path_or_ref)))[0]
-
-    def save_pretrained(self, directory: str | Path, *, processor, full: bool = False) -> Path:
-        """Write a checkpoint (needs the processor: a checkpoint carries its tokenizer and layout)."""
-        from omnilm.checkpoint import save_checkpoint
-
-        return save_checkpoint(self, processor, directory, full=full)
+            audio = AudioEncoder(whisper.model.encoder, stack_factor=config.audio.stack_factor)
+        return cls(config, llm=llm, placeholder_ids=placeholder_ids, vision=vision, audio=audio)
 
     # Forward ------------------------------------------------------------------------------------
     def encode_media(
         self,
         pixel_values: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,
-        audio_frames: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
         video_pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         audio_embeds: torch.Tensor | None = None,
         video_frame_features: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Media → LLM-width features, one (N_items·T, D) tensor per modality, in placeholder order.
+    ) -> dict[str, list[torch.Tensor]]:
+        """Media → LLM-width features: per modality, one (T_i, D) tensor per item, in placeholder order.
 
-        Encoder outputs computed earlier (a feature cache of frozen encoders) may replace the raw media:
-        `image_features` (N_img, T, C), `video_frame_features` (N_vid, F, T, C), `audio_embeds`
-        (N_aud, T_max, kC) with `audio_frames` still giving each clip's length.
+        `audio_tokens` (N_aud,) is each clip's encoder token count, as the processor counted it. Encoder
+        outputs computed earlier (a feature cache of frozen encoders) may replace the raw media:
+        `image_features` (N_img, T, C), `video_frame_features` (N_vid, F, T, C), `audio_embeds` (N_aud, T_max, kC).
         """
         out = {}
         if image_features is None and pixel_values is not None:
             image_features = self._frozen_aware(self.vision, pixel_values)  # (N_img, T, C)
         if image_features is not None:
-            out["image"] = self._connect("image", image_features).flatten(0, 1)  # (N_img·T', D)
+            out["image"] = list(self._connect("image", image_features))  # N_img × (T', D)
         if video_frame_features is None and video_pixel_values is not None:
             n, f = video_pixel_values.shape[:2]
             per_frame = self._frozen_aware(self.vision, video_pixel_values.flatten(0, 1))  # (N_vid·F, T, C)
             video_frame_features = per_frame.unflatten(0, (n, f))  # (N_vid, F, T, C)
         if video_frame_features is not None:
             feats = self.video.pool(video_frame_features)  # (N_vid, F'·T, C)
-            out["video"] = self._connect(self.config.connector_for("video"), feats).flatten(0, 1)  # (N_vid·T', D)
-        if audio_features is not None or audio_embeds is not None:
-            frames_per_token = mel_frames_per_token(self.config.audio.stack_factor)
-            clips = []
-            for i, frames in enumerate(audio_frames.tolist()):
-                if audio_embeds is not None:
-                    clip = audio_embeds[i : i + 1, : frames // frames_per_token]  # (1, T_i, kC)
-                else:
-                    clip = self._frozen_aware(self.audio, audio_features[i : i + 1, :, :frames])  # (1, T_i, kC)
-                clips.append(self._connect("audio", clip)[0])  # (T_i', D)
-            out["audio"] = torch.cat(clips)
+            out["video"] = list(self._connect(self.config.connector_for("video"), feats))  # N_vid × (T', D)
+        if audio_embeds is not None:
+            clips = [audio_embeds[i, :count] for i, count in enumerate(audio_tokens.tolist())]  # N_aud × (T_i, kC)
+        elif audio_features is not None:
+            with self._maybe_no_grad(self.audio):
+                clips = self.audio.encode_clips(audio_features.to(self._dtype(self.audio)), audio_tokens)
+        if audio_embeds is not None or audio_features is not None:
+            out["audio"] = [self._connect("audio", clip[None])[0] for clip in clips]  # N_aud × (T_i', D)
         return out
 
-    def embed(self, input_ids: torch.Tensor, **media: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings (B, L, D) with media features scattered into the placeholder positions.
+    def embed(self, input_ids: torch.Tensor, **media: torch.Tensor | None) -> tuple[torch.Tensor, MediaContext | None]:
+        """Token embeddings (B, L, D) with media features scattered into the placeholder positions, and the
+        media the gated cross-attention attends to (None unless fusion.mode=gated_xattn).
 
-        With fusion.mode=gated_xattn nothing is scattered: each placeholder gets a learned media-token
-        embedding and the media wait for the LLM call made inside `self._fused()`, which attends to them.
+        With gated_xattn nothing is scattered: each placeholder gets a learned media-token embedding and the
+        returned context goes to the LLM call (`self._fused(context)`), which attends to it.
         """
+        items = self.encode_media(**media)
         if self.fusion is not None:
-            items = self._media_items(media)
             return self.fusion.embed(input_ids, items, self.placeholder_ids, self.llm.get_input_embeddings())
         is_media = torch.zeros_like(input_ids, dtype=torch.bool)
         for token_id in self.placeholder_ids.values():
             is_media |= input_ids == token_id
         text_ids = input_ids.masked_fill(is_media, 0)  # placeholder ids may lie outside the LLM's vocabulary
         embeds = self.llm.get_input_embeddings()(text_ids)  # (B, L, D)
-        features = self.encode_media(**media)
         for modality, token_id in self.placeholder_ids.items():
             mask = input_ids == token_id  # (B, L)
             n_slots = int(mask.sum())
-            feats = features.get(modality)
+            feats = torch.cat(items[modality]) if items.get(modality) else None  # (N·T, D)
             n_feats = 0 if feats is None else feats.shape[0]
             if n_slots != n_feats:
                 raise PlaceholderMismatchError(
@@ -217,7 +187,7 @@ class OmniModel(nn.Module):
                 )
             if n_feats:
                 embeds = embeds.masked_scatter(mask[..., None], feats.to(embeds.dtype))
-        return embeds
+        return embeds, None
 
     def forward(
         self,
@@ -226,7 +196,7 @@ class OmniModel(nn.Module):
         labels: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,
-        audio_frames: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
         video_pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         audio_embeds: torch.Tensor | None = None,
@@ -234,51 +204,32 @@ class OmniModel(nn.Module):
         **llm_kwargs,
     ):
         """Returns the LLM's output (loss when `labels` (B, L) is given, logits (B, L, V))."""
-        embeds = self.embed(
+        embeds, context = self.embed(
             input_ids,
             pixel_values=pixel_values,
             audio_features=audio_features,
-            audio_frames=audio_frames,
+            audio_tokens=audio_tokens,
             video_pixel_values=video_pixel_values,
             image_features=image_features,
             audio_embeds=audio_embeds,
             video_frame_features=video_frame_features,
         )
-        with self._fused():
+        with self._fused(context):
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **llm_kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """New token ids (B, N_new). Media is encoded once; later steps reuse the LLM's KV cache."""
-        media_keys = ("pixel_values", "audio_features", "audio_frames", "video_pixel_values")
+        media_keys = ("pixel_values", "audio_features", "audio_tokens", "video_pixel_values")
         media = {k: kwargs.pop(k, None) for k in media_keys}
-        embeds = self.embed(input_ids, **media)
-        with self._fused():  # gated_xattn: media keys/values are computed on the first step and reused
+        embeds, context = self.embed(input_ids, **media)
+        with self._fused(context):  # gated_xattn: media keys/values are computed on the first step and reused
             return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
     # Helpers ------------------------------------------------------------------------------------
-    def _fused(self) -> contextlib.AbstractContextManager:
-        """Scope of an LLM call; with gated_xattn the blocks attend to the media of the last `embed`."""
-        return self.fusion.attending() if self.fusion is not None else contextlib.nullcontext()
-
-    def _media_items(self, media: dict) -> dict[str, list[torch.Tensor]]:
-        """`encode_media`'s features cut into items: per modality, a list of (T_i, D) tensors."""
-        features = self.encode_media(**media)
-        items = {}
-        for modality, feats in features.items():
-            if modality == "audio":  # clips differ in length: count each clip's tokens
-                connector = self.config.connectors["audio"]
-                frames_per_token = mel_frames_per_token(self.config.audio.stack_factor)
-                sizes = [
-                    connector_tokens(connector.type, frames // frames_per_token, **connector.options)
-                    for frames in media["audio_frames"].tolist()
-                ]
-                items[modality] = list(feats.split(sizes))
-            else:  # images / videos of one batch all yield the same count
-                raw = media.get("pixel_values" if modality == "image" else "video_pixel_values")
-                cached = media.get("image_features" if modality == "image" else "video_frame_features")
-                items[modality] = list(feats.unflatten(0, ((raw if raw is not None else cached).shape[0], -1)))
-        return items
+    def _fused(self, context: MediaContext | None) -> contextlib.AbstractContextManager:
+        """Scope of an LLM call; with gated_xattn the blocks attend to `context` (the media of `embed`)."""
+        return self.fusion.attending(context) if self.fusion is not None else contextlib.nullcontext()
 
     @property
     def device(self) -> torch.device:

@@ -1,7 +1,8 @@
 """OmniProcessor: messages → model inputs. The only code that knows the token layout.
 
-It renders the chat template, loads media, expands each placeholder into as many placeholder ids as
-the item's features, and builds assistant-only labels for training.
+It renders the chat template, loads media (in audio.mode=transcribe, Whisper's transcript replaces each
+clip), expands each placeholder into as many placeholder ids as the item's features, and builds
+assistant-only labels for training.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import torch
 
 from omnilm.chat import Conversation, normalize_conversation
 from omnilm.config import OmniConfig
-from omnilm.encoders.audio import samples_per_token
+from omnilm.encoders.audio import WhisperTranscriber, audio_token_count, load_transcriber, samples_per_token
 from omnilm.errors import ContextLengthError, MediaError
 from omnilm.layout import MediaLayout, compute_layout
 from omnilm.media import DEFAULT_MAX_PIXELS, load_audio, load_image, load_video
+from omnilm.pixels import to_pixels
 from omnilm.sources import resolve_source
 
 logger = logging.getLogger(__name__)
@@ -36,10 +38,14 @@ FALLBACK_CHAT_TEMPLATE = (
 class OmniProcessor:
     """Turns conversations into `input_ids`, `attention_mask`, media tensors and (optionally) `labels`."""
 
-    def __init__(self, tokenizer, layout: MediaLayout, *, audio_feature_extractor=None) -> None:
+    def __init__(
+        self, tokenizer, layout: MediaLayout, *, audio_feature_extractor=None,
+        transcriber: WhisperTranscriber | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.layout = layout
         self.audio_feature_extractor = audio_feature_extractor
+        self.transcriber = transcriber  # audio.mode=transcribe: Whisper ASR, run while loading the media
         self.max_pixels = DEFAULT_MAX_PIXELS
         if not tokenizer.is_fast:
             raise ValueError("omnilm needs a fast (Rust) tokenizer to align labels; this one is a slow tokenizer")
@@ -57,7 +63,7 @@ class OmniProcessor:
     # Construction and files ---------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: OmniConfig, base_dir: str | Path | None = None) -> OmniProcessor:
-        """Tokenizer of the LLM, Whisper's feature extractor and the layout derived from `cfg`."""
+        """Tokenizer of the LLM, Whisper's feature extractor (and transcriber) and the layout derived from `cfg`."""
         import transformers
 
         tokenizer = transformers.AutoTokenizer.from_pretrained(
@@ -66,10 +72,12 @@ class OmniProcessor:
         extractor = None
         if cfg.audio is not None:
             extractor = transformers.WhisperFeatureExtractor.from_pretrained(resolve_source(cfg.audio.source, base_dir))
-        return cls(tokenizer, compute_layout(cfg, base_dir), audio_feature_extractor=extractor)
+        return cls(tokenizer, compute_layout(cfg, base_dir), audio_feature_extractor=extractor,
+                   transcriber=_transcriber(cfg, base_dir))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> OmniProcessor:
+    def from_pretrained(cls, directory: str | Path, config: OmniConfig | None = None) -> OmniProcessor:
+        """The processor saved in `directory`; `config` (the checkpoint's) names the transcriber's Whisper."""
         import transformers
 
         directory = Path(directory)
@@ -78,7 +86,8 @@ class OmniProcessor:
         extractor = None
         if (directory / "preprocessor_config.json").is_file():
             extractor = transformers.WhisperFeatureExtractor.from_pretrained(directory)
-        return cls(tokenizer, layout, audio_feature_extractor=extractor)
+        transcriber = _transcriber(config, directory) if config is not None else None
+        return cls(tokenizer, layout, audio_feature_extractor=extractor, transcriber=transcriber)
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -108,6 +117,8 @@ class OmniProcessor:
             normalize_conversation(c, self.layout.placeholders, images=images, audios=audios, videos=videos)
             for c in batch
         ]
+        if self.layout.audio_mode == "transcribe":
+            convs = self._transcribe(convs)
         media: dict[str, list] = {"image": [], "audio": [], "video": []}
         rows = []
         for conv in convs:
@@ -200,39 +211,49 @@ class OmniProcessor:
             return torch.stack([self._pixels(f) for f in frames]), layout.video_tokens
         if layout.audio_stack is None:
             raise MediaError("this model has no audio encoder; it cannot take audio")
-        if layout.audio_mode == "transcribe":
-            raise MediaError("audio.mode is 'transcribe': transcribe audio first (OmniLM.chat does this for you)")
         samples = load_audio(item, max_seconds=layout.audio_max_seconds)
         return samples, layout.audio_tokens(samples.size)
 
-    def _pixels(self, image) -> torch.Tensor:
-        """Resize the short side to S, centre-crop S×S, scale to [0, 1], normalise → (3, S, S)."""
-        from PIL import Image
+    def _transcribe(self, convs: list[Conversation]) -> list[Conversation]:
+        """Replace each audio item by its Whisper transcript, one Whisper batch for every clip of the batch."""
+        clips = [load_audio(item, max_seconds=self.layout.audio_max_seconds)
+                 for conv in convs for m, item in conv.media if m == "audio"]
+        if not clips:
+            return convs
+        if self.transcriber is None:
+            raise MediaError("audio.mode is 'transcribe' but this processor has no Whisper transcriber; load the "
+                             "model with omnilm.load (or OmniProcessor.from_pretrained(dir, config))")
+        texts = iter(self.transcriber.transcribe(clips))
+        marker = self.layout.placeholders["audio"]
+        out = []
+        for conv in convs:
+            messages = []
+            for message in conv.messages:  # clips are in order of appearance, as the markers are
+                parts = message["content"].split(marker)
+                content = parts[0] + "".join(next(texts) + rest for rest in parts[1:])
+                messages.append({"role": message["role"], "content": content})
+            out.append(Conversation(messages, [(m, item) for m, item in conv.media if m != "audio"]))
+        return out
 
-        side = self.layout.image_size
-        w, h = image.size
-        scale = side / min(w, h)
-        resized = image.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.Resampling.BICUBIC)
-        left, top = (resized.width - side) // 2, (resized.height - side) // 2
-        array = np.asarray(resized.crop((left, top, left + side, top + side)), dtype=np.float32) / 255.0  # (S, S, 3)
-        array = (array - np.asarray(self.layout.image_mean, np.float32)) / np.asarray(self.layout.image_std, np.float32)
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, S, S)
+    def _pixels(self, image) -> torch.Tensor:
+        layout = self.layout
+        return to_pixels(image, side=layout.image_size, mean=layout.image_mean, std=layout.image_std)  # (3, S, S)
 
     def audio_features(self, clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel features (N, n_mels, F_max) and each clip's frame count (N,), padded to whole tokens."""
-        step = samples_per_token(self.layout.audio_stack)
+        """Log-mel features (N, n_mels, F_max), each clip padded to whole tokens, and each clip's encoder
+        token count (N,)."""
+        stack = self.layout.audio_stack
         feats = []
         for clip in clips:
-            padded = np.pad(clip, (0, -clip.size % step))  # zero samples: Whisper pads with silence too
+            padded = np.pad(clip, (0, -clip.size % samples_per_token(stack)))  # zeros: Whisper pads with silence
             mel = self.audio_feature_extractor(
                 padded, sampling_rate=16_000, padding="longest", return_tensors="np"
             ).input_features[0]  # (n_mels, padded / 160)
             feats.append(torch.from_numpy(mel[:, : padded.size // 160]))
-        lengths = torch.tensor([f.shape[1] for f in feats])
-        batch = torch.zeros(len(feats), feats[0].shape[0], int(lengths.max()))
+        batch = torch.zeros(len(feats), feats[0].shape[0], max(f.shape[1] for f in feats))
         for i, f in enumerate(feats):
             batch[i, :, : f.shape[1]] = f
-        return batch, lengths
+        return batch, torch.tensor([audio_token_count(clip.size, stack) for clip in clips])
 
     def _media_tensors(self, media: dict[str, list]) -> dict[str, torch.Tensor]:
         out = {}
@@ -241,7 +262,7 @@ class OmniProcessor:
         if media["video"]:
             out["video_pixel_values"] = torch.stack(media["video"])  # (N_vid, F, 3, S, S)
         if media["audio"]:
-            out["audio_features"], out["audio_frames"] = self.audio_features(media["audio"])
+            out["audio_features"], out["audio_tokens"] = self.audio_features(media["audio"])
         return out
 
     def _pad(self, rows, side: str, with_labels: bool) -> dict[str, torch.Tensor]:
@@ -260,6 +281,12 @@ class OmniProcessor:
         if with_labels:
             out["labels"] = labels
         return out
+
+
+def _transcriber(cfg: OmniConfig, base_dir: str | Path | None) -> WhisperTranscriber | None:
+    if cfg.audio is None or cfg.audio.mode != "transcribe":
+        return None
+    return load_transcriber(cfg.audio, resolve_source(cfg.audio.source, base_dir))
 
 
 def _is_batch(conversations: Any) -> bool:

@@ -327,7 +327,7 @@ def live_examples(model_dir: str, data_dir: Path, image: str, speech: bool, inst
     question_wav, sentence_wav = data_dir / "example-question.wav", data_dir / "example-sentence.wav"
     speak(SPOKEN_QUESTION, TEST_VOICES[0], question_wav)
     speak(SPOKEN_SENTENCE, TEST_VOICES[1], sentence_wav)
-    heard = lm.model.transcriber.transcribe if lm.model.transcriber is not None else None
+    heard = lm.processor.transcriber.transcribe if lm.processor.transcriber is not None else None
     for wav, text, parts, tokens in (
         (question_wav, SPOKEN_QUESTION, [{"type": "image", "image": image}, {"type": "audio", "audio": str(question_wav)},
                                          {"type": "text", "text": instruction}], 8),

@@ -82,11 +82,14 @@ def tiny_config(
         sections["audio"] = AudioConfig(source=parts["audio"], stack_factor=2)
     if "video" in modalities:
         sections["video"] = VideoConfig(num_frames=4, temporal_pool=2)
+    sections.update(overrides)
     keys = [m for m in ("image", "audio") if m in modalities]
     if "video" in modalities and "image" not in modalities:
         keys.append("video")
-    sections["connectors"] = {k: ConnectorConfig(type=connector, options=dict(connector_options or {})) for k in keys}
-    sections.update(overrides)
+    if "audio" in keys and sections["audio"].mode == "transcribe":
+        keys.remove("audio")  # speech reaches the LLM as Whisper's transcript
+    connectors = {k: ConnectorConfig(type=connector, options=dict(connector_options or {})) for k in keys}
+    sections["connectors"] = overrides.get("connectors", connectors)
     torch.manual_seed(seed)  # fresh connectors are drawn from this seed
     return OmniConfig(**sections)
 

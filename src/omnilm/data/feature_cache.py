@@ -109,9 +109,9 @@ class FeatureCache:
     def _encode(self, model, modality: str, batch: dict[str, Any], rows: list[int]) -> list[torch.Tensor]:
         """Encoder outputs of the items at `rows`, one tensor per item (on the CPU)."""
         if modality == "audio":
-            frames = batch["audio_frames"].tolist()
             dtype = next(model.audio.parameters()).dtype
-            return [model.audio(batch["audio_features"][i : i + 1, :, : frames[i]].to(dtype))[0].cpu() for i in rows]
+            clips = model.audio.encode_clips(batch["audio_features"][rows].to(dtype), batch["audio_tokens"][rows])
+            return [clip.cpu() for clip in clips]
         dtype = next(model.vision.parameters()).dtype
         if modality == "image":
             return list(model.vision(batch["pixel_values"][rows].to(dtype)).cpu())  # N × (T, C)

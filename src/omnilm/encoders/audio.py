@@ -2,7 +2,8 @@
 
 Whisper's own forward insists on 30 s (3000 mel frames); here the same modules run on the clip's real
 length, so a 2 s question costs 2 s of compute. The processor pads samples to a multiple of
-`samples_per_token`, so token counts are exact and known before the model runs.
+`samples_per_token`, so token counts are exact and known before the model runs: the processor counts
+them (`audio_tokens`) and the model takes its count.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class AudioEncoder(nn.Module):
     @property
     def out_dim(self) -> int:
         return self.hidden_size * self.stack_factor
+
+    def encode_clips(self, features: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Clips padded to the longest, input_features (N, n_mels, F_max), and each clip's token count (N,)
+        (the processor's) → one (T_i, kC) tensor per clip, each encoded at its own length."""
+        frames_per_token = mel_frames_per_token(self.stack_factor)
+        return [self(features[i : i + 1, :, : count * frames_per_token])[0] for i, count in enumerate(tokens.tolist())]
 
     def forward(self, input_features: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
@@ -100,6 +107,22 @@ class WhisperTranscriber(nn.Module):
         options["max_new_tokens"] = max(1, min(room, math.ceil(seconds * TRANSCRIPT_TOKENS_PER_SECOND) + 8))
         ids = self.whisper.generate(features, **options)  # the returned ids leave the prompt out
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def load_transcriber(config, source: str) -> WhisperTranscriber:
+    """The Whisper ASR of an `AudioConfig` in transcribe mode, loaded from `source` (a local dir or hub id)."""
+    import transformers
+
+    from omnilm.config import torch_dtype
+
+    whisper = transformers.WhisperForConditionalGeneration.from_pretrained(source, dtype=torch_dtype(config.dtype))
+    return WhisperTranscriber(
+        whisper.eval(),
+        transformers.WhisperFeatureExtractor.from_pretrained(source),
+        transformers.AutoTokenizer.from_pretrained(source),
+        prompt=config.transcribe_prompt,
+        num_beams=config.transcribe_beams,
+    ).requires_grad_(False)
 
 
 def _lead_with_silence(clip: np.ndarray, window: int) -> np.ndarray:

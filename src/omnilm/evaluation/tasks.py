@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from omnilm.errors import OmniError
+from omnilm.configkit import coerce, require
+from omnilm.errors import ConfigError, OmniError
 from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -87,91 +88,74 @@ def builtin_tasks() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
-def _fail(source: str, field: str, problem: str) -> TaskError:
-    return TaskError(f"task {source}: field '{field}': {problem}")
+@dataclasses.dataclass
+class TaskFile:
+    """The fields of a task YAML file as written (see the module docstring); `validate` checks their values."""
 
+    name: str  # a short name such as easy-vqa
+    data: str | dict[str, str]  # a JSONL path relative to the task file, or {dataset: NAME, file: FILE, split: S}
+    description: str = ""
+    media_root: str | None = None
+    prompt: str = "{text}"
+    system: str | None = None
+    generation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    postprocess: list[str] = dataclasses.field(default_factory=lambda: ["strip"])
+    metrics: list[str] = dataclasses.field(default_factory=lambda: ["exact_match"])
+    references_field: str | None = None
+    category_field: str = "category"
+    confusion_matrix: bool = False
+    batch_size: int = 8
 
-def _expect(source: str, raw: dict, field: str, kind: type | tuple, default: Any = None) -> Any:
-    value = raw.get(field, default)
-    if value is not None and not isinstance(value, kind):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise _fail(source, field, f"expected {names}, got {type(value).__name__} {value!r}")
-    return value
+    def validate(self) -> None:
+        from omnilm.data.builders import DATASETS
+
+        require(bool(self.name), "name", "required (a short name such as easy-vqa)")
+        if isinstance(self.data, dict):
+            require(set(self.data) <= {"dataset", "file", "split"} and {"dataset", "file"} <= set(self.data), "data",
+                    "expected {dataset: NAME, file: FILE.jsonl, split: test}")
+            require(self.data["dataset"] in DATASETS, "data.dataset",
+                    f"unknown dataset {self.data['dataset']!r}; choose from {', '.join(DATASETS)}")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.prompt) if f is not None]
+        except ValueError as error:
+            raise ConfigError(f"prompt: not a valid template ({error}); write literal braces as {{{{ }}}}",
+                              field="prompt") from None
+        require(all(fields), "prompt", "use named fields such as {text}, not {}")
+        bad = sorted(set(self.generation) - set(GENERATION_KEYS))
+        require(not bad, f"generation.{bad[0] if bad else ''}", f"unknown setting; use {', '.join(GENERATION_KEYS)}")
+        for key in ("max_new_tokens", "seed"):
+            value = self.generation.get(key, 0)
+            require(isinstance(value, int) and value >= 0, f"generation.{key}",
+                    f"expected a non-negative integer, got {value!r}")
+        for step in self.postprocess:
+            require(step in POSTPROCESSORS, "postprocess",
+                    f"unknown step {step!r}; choose from {', '.join(POSTPROCESSORS)}")
+        require(bool(self.metrics), "metrics", f"list at least one of {', '.join(METRICS)}")
+        for metric in self.metrics:
+            require(metric in METRICS, "metrics", f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+        require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
 
 
 def parse_task(raw: Any, source: str, base_dir: Path) -> Task:
     """Validate a decoded task mapping; errors name the field and say what is allowed."""
-    if not isinstance(raw, dict):
-        raise TaskError(f"task {source}: expected a mapping of fields at the top level, got {type(raw).__name__}")
-    allowed = {f.name for f in dataclasses.fields(Task)} - {"source", "split"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise _fail(source, unknown[0], f"unknown field; the fields are {', '.join(sorted(allowed))}")
-    name = _expect(source, raw, "name", str)
-    if not name:
-        raise _fail(source, "name", "required (a short name such as easy-vqa)")
-    data = raw.get("data")
-    dataset, split = None, "test"
-    if isinstance(data, str):
-        path = (base_dir / data).resolve()
-    elif isinstance(data, dict):
-        dataset, file, split = data.get("dataset"), data.get("file"), data.get("split", "test")
-        if not all(isinstance(v, str) for v in (dataset, file, split)) or set(data) - {"dataset", "file", "split"}:
-            raise _fail(source, "data", "expected {dataset: NAME, file: FILE.jsonl, split: test}")
-        from omnilm.data.builders import DATASETS
-
-        if dataset not in DATASETS:
-            raise _fail(source, "data.dataset", f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-        path = data_root() / dataset / file
-    else:
-        raise _fail(source, "data", "required: a JSONL path (relative to the task file) or {dataset:, file:}")
-    media_root = _expect(source, raw, "media_root", str)
-    prompt = _expect(source, raw, "prompt", str, "{text}")
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None]
-    except ValueError as error:
-        raise _fail(source, "prompt", f"not a valid template ({error}); write literal braces as {{{{ }}}}") from None
-    if any(not f for f in fields):
-        raise _fail(source, "prompt", "use named fields such as {text}, not {}")
-    generation = _expect(source, raw, "generation", dict, {}) or {}
-    bad = sorted(set(generation) - set(GENERATION_KEYS))
-    if bad:
-        raise _fail(source, f"generation.{bad[0]}", f"unknown setting; use {', '.join(GENERATION_KEYS)}")
-    for key in ("max_new_tokens", "seed"):
-        if key in generation and (not isinstance(generation[key], int) or generation[key] < 0):
-            raise _fail(source, f"generation.{key}", f"expected a non-negative integer, got {generation[key]!r}")
-    generation = {"max_new_tokens": 32, "temperature": 0, **generation}
-    postprocess = _expect(source, raw, "postprocess", list, ["strip"])
-    for step in postprocess:
-        if step not in POSTPROCESSORS:
-            raise _fail(source, "postprocess", f"unknown step {step!r}; choose from {', '.join(POSTPROCESSORS)}")
-    metrics = _expect(source, raw, "metrics", list, ["exact_match"])
-    if not metrics:
-        raise _fail(source, "metrics", f"list at least one of {', '.join(METRICS)}")
-    for metric in metrics:
-        if metric not in METRICS:
-            raise _fail(source, "metrics", f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    batch_size = _expect(source, raw, "batch_size", int, 8)
-    if batch_size < 1:
-        raise _fail(source, "batch_size", f"must be at least 1, got {batch_size}")
-    return Task(
-        name=name,
-        data=path,
-        dataset=dataset,
-        split=split if dataset else "test",
-        description=_expect(source, raw, "description", str, ""),
-        media_root=(base_dir / media_root).resolve() if media_root else None,
-        prompt=prompt,
-        system=_expect(source, raw, "system", str),
-        generation=generation,
-        postprocess=postprocess,
-        metrics=metrics,
-        references_field=_expect(source, raw, "references_field", str),
-        category_field=_expect(source, raw, "category_field", str, "category"),
-        confusion_matrix=bool(_expect(source, raw, "confusion_matrix", bool, False)),
-        batch_size=batch_size,
-        source=source,
-    )
+        spec = coerce(TaskFile, raw, "")
+        spec.validate()
+    except ConfigError as err:
+        field = err.field or "config"
+        raise TaskError(f"task {source}: field '{field}': {str(err).removeprefix(field + ': ')}") from None
+    dataset, split = None, "test"
+    if isinstance(spec.data, dict):
+        dataset, split = spec.data["dataset"], spec.data.get("split", "test")
+        path = data_root() / dataset / spec.data["file"]
+    else:
+        path = (base_dir / spec.data).resolve()
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TaskFile)} | {
+        "data": path, "dataset": dataset, "split": split, "source": source,
+        "media_root": (base_dir / spec.media_root).resolve() if spec.media_root else None,
+        "generation": {"max_new_tokens": 32, "temperature": 0, **spec.generation},
+    }
+    return Task(**fields)
 
 
 def load_task(name_or_path: str | Path) -> Task:

@@ -4,9 +4,9 @@ A block runs before every k-th decoder layer, attached with a forward pre-hook: 
 state-dict names stay untouched (it may stay frozen, carry LoRA, save as itself). The blocks live here.
 Each text token attends only to the media item placed most recently before it (Flamingo's
 "immediate media"); tokens before any media see none. Gates are tanh(0) = 0, so a fresh model computes
-exactly what the bare LLM computes. `embed` prepares the media of a batch; inside `attending()` (one
-forward, or one whole generation) the blocks attend to them, computing each block's media keys/values
-once and reusing them at every decoding step.
+exactly what the bare LLM computes. `embed` prepares the media of a batch as a `MediaContext`; inside
+`attending(context)` (one forward, or one whole generation) the blocks attend to them, computing each
+block's media keys/values once and reusing them at every decoding step.
 """
 
 from __future__ import annotations
@@ -90,16 +90,15 @@ class GatedXAttnFusion(nn.Module):
         mean = embedding.weight.detach().float().mean(0)  # (D,)
         self.media_token = nn.ParameterDict({m: nn.Parameter(mean.clone()) for m in modalities})
         self.to(embedding.weight.dtype)
-        self.pending: MediaContext | None = None  # prepared by `embed`, taken by `attending`
-        self.context: MediaContext | None = None  # what the hooks attend to now
+        self.context: MediaContext | None = None  # what the hooks attend to now (set only inside `attending`)
         self.active = False  # blocks run only inside `attending()`: elsewhere the LLM is itself
         for key in self.blocks:
             layers[int(key)].register_forward_pre_hook(self._hook(key), with_kwargs=True)
 
     @contextlib.contextmanager
-    def attending(self):
-        """Let the blocks see the media of the last `embed` during the LLM calls made inside this scope."""
-        self.context, self.pending, self.active = self.pending, None, True
+    def attending(self, context: MediaContext | None):
+        """Let the blocks see `context` (from `embed`; None: no media) during the LLM calls made in this scope."""
+        self.context, self.active = context, True
         try:
             yield
         finally:
@@ -107,10 +106,10 @@ class GatedXAttnFusion(nn.Module):
 
     def embed(
         self, input_ids: torch.Tensor, items: dict[str, list[torch.Tensor]], placeholder_ids: dict[str, int], embedding
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, MediaContext | None]:
         """input_ids (B, L) with one placeholder per item; items: per modality, (T_i, D) features in order.
 
-        Returns the token embeddings (B, L, D); the media wait in `pending` for the next `attending()`.
+        Returns the token embeddings (B, L, D) and the media for `attending` (None when the batch has none).
         """
         is_media = torch.zeros_like(input_ids, dtype=torch.bool)
         for token_id in placeholder_ids.values():
@@ -129,9 +128,8 @@ class GatedXAttnFusion(nn.Module):
                 mask = (input_ids == token_id)[..., None]  # (B, L, 1)
                 embeds = torch.where(mask, self.media_token[modality].to(embeds.dtype), embeds)
             slots += [(r, c, f) for (r, c), f in zip(positions, feats)]
-        self.pending = None
         if not slots:
-            return embeds
+            return embeds, None
         rows = [sorted((c, f) for r, c, f in slots if r == row) for row in range(input_ids.shape[0])]
         width = max(sum(f.shape[0] for _, f in row) for row in rows)
         media = embeds.new_zeros(input_ids.shape[0], width, embeds.shape[-1])  # (B, M, D)
@@ -142,8 +140,7 @@ class GatedXAttnFusion(nn.Module):
                 media[b, start : start + feats.shape[0]] = feats.to(media.dtype)
                 media_item[b, start : start + feats.shape[0]] = number
                 start += feats.shape[0]
-        self.pending = MediaContext(media, media_item, is_media.long().cumsum(1))
-        return embeds
+        return embeds, MediaContext(media, media_item, is_media.long().cumsum(1))
 
     def _hook(self, key: str):
         block = self.blocks[key]

@@ -101,7 +101,7 @@ def _part_settings(stage: StageSection, part: str) -> PartStage:
 def set_train_mode(model: nn.Module) -> None:
     """Train mode for parts with trainable weights; eval mode (no dropout) for frozen ones."""
     model.train()
-    for name in ("llm", "vision", "audio", "transcriber", "video"):
+    for name in ("llm", "vision", "audio", "video"):
         part = getattr(model, name, None)
         if part is not None and not any(p.requires_grad for p in part.parameters()):
             part.eval()
