@@ -48,7 +48,7 @@ def _median_seconds(*fns) -> list[float]:
 
 
 def measure(lm, new_tokens: int = NEW_TOKENS) -> dict:
-    from omnilm.demo import make_shape_image
+    from omnilm.testing import make_shape_image
 
     prompt = "Describe a red circle on a white background in detail."
     inputs = lm.processor(prompt)

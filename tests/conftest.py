@@ -22,7 +22,7 @@ def tiny_lm():
 
 @pytest.fixture
 def red_image() -> Image.Image:
-    from omnilm.demo import make_shape_image
+    from omnilm.testing import make_shape_image
 
     return make_shape_image("red")
 
@@ -38,7 +38,7 @@ def png_bytes(red_image) -> bytes:
 def wav_path(tmp_path):
     import soundfile
 
-    from omnilm.demo import make_tone
+    from omnilm.testing import make_tone
 
     samples, rate = make_tone(1.0)
     path = tmp_path / "tone.wav"
@@ -48,7 +48,7 @@ def wav_path(tmp_path):
 
 @pytest.fixture(scope="session")
 def video_path(tmp_path_factory):
-    from omnilm.demo import make_video
+    from omnilm.testing import make_video
 
     return make_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames=8)
 

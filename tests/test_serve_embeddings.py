@@ -23,7 +23,7 @@ def served():
 
 
 def image_data_url(colour: str) -> str:
-    from omnilm.demo import make_shape_image
+    from omnilm.testing import make_shape_image
 
     buffer = io.BytesIO()
     make_shape_image(colour, 32).save(buffer, format="PNG")

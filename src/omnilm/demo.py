@@ -10,45 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
-
-
-def make_shape_image(color: str = "red", size: int = 64) -> Image.Image:
-    image = Image.new("RGB", (size, size), "white")
-    ImageDraw.Draw(image).ellipse((12, 12, size - 12, size - 12), fill=color)
-    return image
-
-
-def make_tone(seconds: float = 1.0, hz: float = 440.0, rate: int = 16_000) -> tuple[np.ndarray, int]:
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), rate
-
-
-def make_video(path: Path, frames: int = 8, size: int = 64) -> Path:
-    """A short MPEG-4 clip of a square moving left to right."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            image = Image.new("RGB", (size, size), "white")
-            x = 4 + i * (size - 24) // max(1, frames - 1)
-            ImageDraw.Draw(image).rectangle((x, 20, x + 16, 36), fill="blue")
-            for packet in stream.encode(av.VideoFrame.from_image(image)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def tiny_demo(out_dir: str | Path) -> Iterator[str]:
     """Run the demonstration, yielding lines to show."""
     from omnilm.lm import OmniLM
-    from omnilm.testing import tiny_model
+    from omnilm.testing import make_shape_image, make_tone, make_video, tiny_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from omnilm.config import AudioConfig, ConnectorConfig, LLMConfig, OmniConfig, VideoConfig, VisionConfig
@@ -159,3 +160,37 @@ def build_tokenizer():
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
+
+
+# Media for tests and examples ---------------------------------------------------------------------
+def make_shape_image(color: str = "red", size: int = 64):
+    """A `color` disc on white."""
+    from omnilm.data.toy import shape_image
+
+    return shape_image("circle", color, size=size, box=(12, 12, size - 12, size - 12))
+
+
+def make_tone(seconds: float = 1.0, hz: float = 440.0, rate: int = 16_000) -> tuple[np.ndarray, int]:
+    """A sine tone as (samples, sample rate)."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), rate
+
+
+def make_video(path: Path, frames: int = 8, size: int = 64) -> Path:
+    """A short MPEG-4 clip of a square moving left to right."""
+    import av
+    from PIL import Image, ImageDraw
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            image = Image.new("RGB", (size, size), "white")
+            x = 4 + i * (size - 24) // max(1, frames - 1)
+            ImageDraw.Draw(image).rectangle((x, 20, x + 16, 36), fill="blue")
+            for packet in stream.encode(av.VideoFrame.from_image(image)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

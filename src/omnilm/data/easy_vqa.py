@@ -24,6 +24,8 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from omnilm.io import atomic_path, atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 SHAPES = ("circle", "rectangle", "triangle")
@@ -70,11 +72,7 @@ def _image_facts(questions: list[tuple[str, str, int]]) -> dict[int, dict[str, s
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def _record(record_id: str, image: str, prompt: str, answer: str, category_name: str, **extra) -> dict:
@@ -131,9 +129,8 @@ def speak(text: str, voice: str, path: Path) -> None:
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise RuntimeError("spoken questions need espeak-ng: apt-get install espeak-ng")
-    tmp = path.with_suffix(".tmp.wav")
-    subprocess.run([espeak, "-v", voice, "-w", str(tmp), text], check=True, capture_output=True, timeout=60)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        subprocess.run([espeak, "-v", voice, "-w", str(tmp), text], check=True, capture_output=True, timeout=60)
 
 
 def build_easy_vqa_spoken(

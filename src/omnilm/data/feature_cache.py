@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from omnilm.io import atomic_path
 from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -131,16 +130,8 @@ class FeatureCache:
             return None
 
     def _put(self, identity: str, key: str, features: torch.Tensor) -> None:
-        path = self._path(identity, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({"features": features.contiguous()}, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self._path(identity, key)) as tmp:
+            save_file({"features": features.contiguous()}, str(tmp))
 
 
 def _stack(modality: str, features: list[torch.Tensor]) -> torch.Tensor:

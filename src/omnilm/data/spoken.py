@@ -22,6 +22,7 @@ from typing import Any
 from omnilm.config import MODALITIES
 from omnilm.data.easy_vqa import TEST_VOICES, TRAIN_VOICES
 from omnilm.data.records import read_records
+from omnilm.io import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,8 @@ def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int) -> 
             raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip() or result.returncode}")
         samples, rate = soundfile.read(str(raw), dtype="float32")
     samples = resample(samples if samples.ndim == 1 else samples.mean(axis=1), rate, SAMPLE_RATE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp.wav")
-    soundfile.write(str(staging), np.asarray(samples, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
-    os.replace(staging, path)
+    with atomic_path(path) as staging:
+        soundfile.write(str(staging), np.asarray(samples, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
 
 
 def voice_for(record_id: str, copy: int, voices: tuple[str, ...]) -> dict[str, Any]:
@@ -98,9 +97,7 @@ def build_spoken(
             setting = voice_for(record.id, copy, voices)
             rows.append(_spoken_record(record, copy if copies > 1 else None, setting, out))
     target = out / f"{src.stem}.jsonl"
-    staging = target.with_name(f".{target.name}.tmp")
-    staging.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    os.replace(staging, target)
+    atomic_write_text(target, "".join(json.dumps(row) + "\n" for row in rows))
     logger.info("spoke %d records (%s voices: %s) into %s", len(rows), split, ", ".join(voices), target)
     return {"dir": str(out), "files": {target.name: str(target)}, "counts": {target.name: len(rows)}}
 

@@ -10,10 +10,11 @@ clips, not copies of training ones. Records are written in the LLaVA shape with 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from omnilm.io import atomic_write_text
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20)}
 SHAPES = ("circle", "square", "triangle")
@@ -21,9 +22,27 @@ PITCHES = {"low": 220.0, "middle": 660.0, "high": 1800.0}  # Hz; each clip jitte
 SAMPLE_RATE = 16_000
 
 
+def shape_image(shape: str, fill, *, size: int, box: tuple[int, int, int, int], background="white"):
+    """A `size`×`size` RGB image of one filled circle, square or triangle inside `box` (x0, y0, x1, y1)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([((x0 + x1) // 2, y0), (x0, y1), (x1, y1)], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
+    return image
+
+
 def build_shapes(out_dir: str | Path, *, train: int = 400, test: int = 100, size: int = 32, seed: int = 0) -> dict:
     """Write images and `train.jsonl` / `test.jsonl`; returns {"dir", "files", "counts"}."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
@@ -33,18 +52,11 @@ def build_shapes(out_dir: str | Path, *, train: int = 400, test: int = 100, size
         color = list(COLORS)[rng.integers(len(COLORS))]
         shape = SHAPES[rng.integers(len(SHAPES))]
         background = tuple(int(v) for v in rng.integers(200, 256, size=3))
-        image = Image.new("RGB", (size, size), background)
-        draw = ImageDraw.Draw(image)
         side = int(rng.integers(size // 3, size * 3 // 4))
         x, y = (int(v) for v in rng.integers(0, size - side + 1, size=2))
         jitter = rng.integers(-25, 26, size=3)
         fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLORS[color], jitter))
-        if shape == "circle":
-            draw.ellipse((x, y, x + side, y + side), fill=fill)
-        elif shape == "square":
-            draw.rectangle((x, y, x + side, y + side), fill=fill)
-        else:
-            draw.polygon([(x + side // 2, y), (x, y + side), (x + side, y + side)], fill=fill)
+        image = shape_image(shape, fill, size=size, box=(x, y, x + side, y + side), background=background)
         pixels = np.asarray(image, dtype=np.int16) + rng.integers(-8, 9, size=(size, size, 3))
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out / "images" / f"{name}.png")
         return _record(name, "image", f"images/{name}.png", "<image>\nwhat color is the shape?", color)
@@ -84,8 +96,6 @@ def _write(out: Path, splits: dict[str, list[dict]]) -> dict:
     files, counts = {}, {}
     for split, rows in splits.items():
         target = out / f"{split}.jsonl"
-        staging = target.with_name(f".{target.name}.tmp")
-        staging.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        os.replace(staging, target)
+        atomic_write_text(target, "".join(json.dumps(row) + "\n" for row in rows))
         files[target.name], counts[target.name] = str(target), len(rows)
     return {"dir": str(out), "files": files, "counts": counts}
