@@ -122,7 +122,7 @@ class StageSection:
     vision: PartStage = field(default_factory=PartStage)
     audio: PartStage = field(default_factory=PartStage)
     connectors: PartStage = field(default_factory=lambda: PartStage(mode="full"))
-    per_connector: dict[str, PartStage] = field(default_factory=dict)  # modality → what differs from `connectors`
+    per_connector: dict[str, Any] = field(default_factory=dict)  # modality → what differs from `connectors` (merged)
     llm: PartStage = field(default_factory=PartStage)
     lora: LoraSection = field(default_factory=LoraSection)
 
