@@ -48,34 +48,6 @@ class TaskError(OmniError):
     """A task file is invalid; the message names the file and the field."""
 
 
-@dataclasses.dataclass
-class Task:
-    """A validated task. ``data`` is the resolved JSONL path; ``dataset`` the builder that makes it."""
-
-    name: str
-    data: Path
-    dataset: str | None = None
-    split: str = "test"  # the split the dataset builder makes
-    description: str = ""
-    media_root: Path | None = None
-    prompt: str = "{text}"
-    system: str | None = None
-    generation: dict[str, Any] = dataclasses.field(default_factory=lambda: {"max_new_tokens": 32, "temperature": 0})
-    postprocess: list[str] = dataclasses.field(default_factory=lambda: ["strip"])
-    metrics: list[str] = dataclasses.field(default_factory=lambda: ["exact_match"])
-    references_field: str | None = None  # record field with a list of answers/references; default: the answer
-    category_field: str = "category"
-    confusion_matrix: bool = False
-    batch_size: int = 8
-    source: str = ""  # where the task was read from
-
-    def clean(self, text: str) -> str:
-        """Apply the task's post-processing steps to a raw model output."""
-        for step in self.postprocess:
-            text = POSTPROCESSORS[step](text)
-        return text
-
-
 def data_root() -> Path:
     """Where task datasets are built: ``$OMNILM_DATA``, else ``$OMNILM_CACHE/data``."""
     if os.environ.get("OMNILM_DATA"):
@@ -98,10 +70,10 @@ class TaskFile:
     media_root: str | None = None
     prompt: str = "{text}"
     system: str | None = None
-    generation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    generation: dict[str, Any] = dataclasses.field(default_factory=lambda: {"max_new_tokens": 32, "temperature": 0})
     postprocess: list[str] = dataclasses.field(default_factory=lambda: ["strip"])
     metrics: list[str] = dataclasses.field(default_factory=lambda: ["exact_match"])
-    references_field: str | None = None
+    references_field: str | None = None  # record field with a list of answers/references; default: the answer
     category_field: str = "category"
     confusion_matrix: bool = False
     batch_size: int = 8
@@ -136,6 +108,24 @@ class TaskFile:
         require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
 
 
+@dataclasses.dataclass
+class Task(TaskFile):
+    """A validated task: the file's fields, with ``data`` resolved to the JSONL path and ``dataset`` the builder
+    that makes it (None for a plain file)."""
+
+    data: Path
+    dataset: str | None = None
+    split: str = "test"  # the split the dataset builder makes
+    media_root: Path | None = None
+    source: str = ""  # where the task was read from
+
+    def clean(self, text: str) -> str:
+        """Apply the task's post-processing steps to a raw model output."""
+        for step in self.postprocess:
+            text = POSTPROCESSORS[step](text)
+        return text
+
+
 def parse_task(raw: Any, source: str, base_dir: Path) -> Task:
     """Validate a decoded task mapping; errors name the field and say what is allowed."""
     try:
@@ -150,7 +140,7 @@ def parse_task(raw: Any, source: str, base_dir: Path) -> Task:
         path = data_root() / dataset / spec.data["file"]
     else:
         path = (base_dir / spec.data).resolve()
-    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TaskFile)} | {
+    fields = dataclasses.asdict(spec) | {
         "data": path, "dataset": dataset, "split": split, "source": source,
         "media_root": (base_dir / spec.media_root).resolve() if spec.media_root else None,
         "generation": {"max_new_tokens": 32, "temperature": 0, **spec.generation},
