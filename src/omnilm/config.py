@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from omnilm.configkit import check_fields, coerce, read_mapping, require
-from omnilm.errors import ConfigError
 
 MODALITIES = ("image", "audio", "video")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -211,8 +210,6 @@ class OmniConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OmniConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
         return coerce(cls, data, "")
 
     def to_json(self) -> str:
