@@ -19,12 +19,14 @@ def pytest_configure(config):
                                        "(`make system-deps` installs espeak-ng, sox, chromium)")
 
 
-def pytest_runtest_setup(item):
+def pytest_collection_modifyitems(config, items):
     """A test marked ``requires_tool("espeak-ng")`` skips, naming the tool, where it is not on PATH."""
-    for marker in item.iter_markers("requires_tool"):
-        missing = [name for name in marker.args if shutil.which(name) is None]
-        if missing:
-            pytest.skip(f"{', '.join(missing)} not installed (`make system-deps` installs it)")
+    for item in items:
+        for marker in item.iter_markers("requires_tool"):
+            missing = [name for name in marker.args if shutil.which(name) is None]
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"{', '.join(missing)} not installed "
+                                                        "(`make system-deps` installs it)"))
 
 
 @pytest.fixture(scope="session")
