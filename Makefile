@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.omnilm-installed
 export OMNILM_CACHE ?= $(HOME)/.cache/omnilm
 export HF_HUB_DISABLE_TELEMETRY := 1
+# SYSTEM_DEPS=skip: leave the system alone (the tests that need a missing tool skip, saying which)
+SYSTEM_DEPS ?= install
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup system-deps demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,13 +20,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install omnilm with its test extras (idempotent)
 
-demo: setup  ## the main job
+system-deps:  ## espeak-ng, sox, chromium with apt-get where missing; never fails (SYSTEM_DEPS=skip: skip)
+	@if [ "$(SYSTEM_DEPS)" = skip ]; then echo "system-deps: skipped (SYSTEM_DEPS=skip)"; \
+	else scripts/system-deps.sh; fi
+
+demo: setup system-deps  ## the main job
 	$(VENV)/bin/omnilm quickstart
 
-test: setup  ## the whole test suite, real-weight tests included
+test: setup system-deps  ## the whole test suite, real-weight tests included
 	$(PY) -m pytest -q
 
-test-fast: setup  ## tests on tiny models only
+test-fast: setup system-deps  ## tests on tiny models only
 	$(PY) -m pytest -q -m "not real"
 
 bench: setup  ## benchmarks → bench/results.json

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +12,21 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_tool(*names): skip unless each system tool is installed "
+                                       "(`make system-deps` installs espeak-ng, sox, chromium)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``requires_tool("espeak-ng")`` skips, naming the tool, where it is not on PATH."""
+    for item in items:
+        for marker in item.iter_markers("requires_tool"):
+            missing = [name for name in marker.args if shutil.which(name) is None]
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"{', '.join(missing)} not installed "
+                                                        "(`make system-deps` installs it)"))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,7 @@ from omnilm.cli.main import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "omnilm.cli.main", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "omnilm.cli.main", *args], capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_help_lists_commands():
@@ -87,3 +88,16 @@ def test_chat_session(checkpoint, tmp_path, png_bytes):
     assert "does not take video" in text
     assert "does not exist" in text
     assert "conversation cleared" in text
+
+
+def test_train_console_shows_omnilm_lines_not_accelerate_info(tmp_path, capsys):
+    from omnilm.data.toy import build_shapes
+
+    shapes = Path(build_shapes(tmp_path / "shapes", train=8, test=2, seed=0)["dir"])
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny-image.yaml"
+    settings = (f"output_dir={tmp_path / 'out'}", f"data.train={shapes / 'train.jsonl'}", "data.eval=null",
+                "optim.batch_size=4", "optim.max_steps=2", "save_every=1", f"feature_cache.dir={tmp_path / 'features'}")
+    assert main(["train", str(config), *(arg for s in settings for arg in ("--set", s))]) == 0
+    err = capsys.readouterr().err
+    assert "INFO omnilm.training.checkpointing: saved checkpoint" in err
+    assert "accelerate" not in err  # five INFO lines per checkpoint, hidden by the one logging setup

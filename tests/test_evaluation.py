@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 
 import pytest
 from PIL import Image
@@ -160,7 +159,7 @@ def test_builtin_easy_vqa_and_captions(lm, data_root, tmp_path, no_meteor):
     assert "METEOR" in captions["unavailable"] and "METEOR" in (tmp_path / "cap" / "report.md").read_text()
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="spoken questions need espeak-ng")
+@pytest.mark.requires_tool("espeak-ng")
 def test_builtin_spoken_task(data_root, tmp_path):
     from omnilm.data.easy_vqa import TEST_VOICES, build_easy_vqa_spoken
     from omnilm.testing import tiny_model

@@ -1,33 +1,43 @@
 """The quickstart's orchestration on a tiny model: steps run once, resume, and the table (seconds)."""
 
+import fnmatch
 import json
 import shutil
-from collections import Counter
+import tomllib
+from pathlib import Path
 
 import pytest
+import yaml
 
-from omnilm.errors import OmniError
+import omnilm
+from omnilm.cli.main import main
+from omnilm.errors import ConfigError, OmniError
 from omnilm.quickstart import (
+    Recipe,
     Steps,
-    balance,
     build_data,
-    check_paired,
-    is_negated,
+    default_recipe,
     load_recipe,
-    paired_order,
-    question_type,
     results_table,
     results_warnings,
     run_quickstart,
-    single_turn,
     timings_table,
 )
 
+TINY = {  # the quickstart on a tiny random model: seconds
+    "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30, "repeats": 4,
+    "eval": {"limit": 3, "seed": 0, "batch_size": 2},
+    "train": {"model": {"tiny": ["image", "audio"]}, "optim": {"batch_size": 2, "max_steps": 2},
+              "save_every": 1, "feature_cache": {"enabled": False}},
+}
 
-def record(i, question, answer, category="yesno"):
-    """An easy-VQA-shaped training record about one image."""
-    return {"id": i, "category": category, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
-                                                              {"from": "gpt", "value": answer}]}
+
+@pytest.fixture
+def no_espeak(monkeypatch):
+    """A machine without espeak-ng, whether or not this one has it."""
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None if name == "espeak-ng"
+                        else which(name, *args, **kwargs))
 
 
 def test_steps_run_once_and_resume_after_a_failure(tmp_path):
@@ -48,64 +58,37 @@ def test_steps_run_once_and_resume_after_a_failure(tmp_path):
     assert calls == ["a", "b", "b2"] and set(again.seconds()) == {"a", "b"}
 
 
-def test_single_turn_asks_each_question_alone_as_the_evaluation_does():
-    records = [{"image": f"i{k % 2}.png", "conversations": [{"from": "human", "value": f"<image>\nis q{k}?"},
-                                                            {"from": "gpt", "value": f"a{k}"}]} for k in range(3)]
-    rows = single_turn(records, "\nOne word.")
-    assert [r["conversations"] for r in rows] == [
-        [{"from": "human", "value": "<image>\nis q0?\nOne word."}, {"from": "gpt", "value": "a0"}],
-        [{"from": "human", "value": "<image>\nIs q1?\nOne word."}, {"from": "gpt", "value": "a1"}],  # as Whisper writes
-        [{"from": "human", "value": "<image>\nis q2?\nOne word."}, {"from": "gpt", "value": "a2"}],
-    ]
-    assert [r["image"] for r in rows] == ["i0.png", "i1.png", "i0.png"]
-
-
-def test_balance_keeps_open_questions_balances_yes_no_answers_per_question_type_and_thins_negated_ones():
-    colours = ["red", "teal", "blue", "gray"]
-    records = [record(i, f"is there a {colours[i % 4]} shape?", "yes" if i % 8 == 0 else "no") for i in range(80)]
-    records += [record(100 + i, f"is there not a {colours[i % 4]} shape?", "no" if i % 4 == 0 else "yes")
-                for i in range(40)]
-    records += [record(200 + i, "what color is the shape?", "red", "color") for i in range(5)]
-    kept = balance(records, seed=0)
-    answers = Counter((r["conversations"][0]["value"].split()[3], r["conversations"][1]["value"]) for r in kept
-                      if r["category"] == "yesno")
-    assert answers == {("a", "yes"): 10, ("a", "no"): 10, ("not", "no"): 10, ("not", "yes"): 10}
-    assert [r for r in kept if r["category"] == "color"] == records[-5:]
-    assert [r["id"] for r in kept if r["conversations"][1]["value"] == "yes" and r["id"] < 100] == list(range(0, 80, 8))
-    assert kept == balance(records, seed=0) != balance(records, seed=1)
-    halved = balance(records + [record(300 + i, "what shape is it?", "circle", "shape") for i in range(400)], 0, 0.5)
-    assert 150 < sum(r["category"] != "yesno" for r in halved) < 250
-    assert sum(r["category"] == "yesno" for r in halved) == 40  # the yes/no balance does not change
-    fewer_negated = balance(records, 0, negated_fraction=0.5)
-    answers = Counter((r["conversations"][0]["value"].split()[3], r["conversations"][1]["value"]) for r in fewer_negated
-                      if r["category"] == "yesno")
-    assert answers == {("a", "yes"): 10, ("a", "no"): 10, ("not", "no"): 5, ("not", "yes"): 5}
-    assert [is_negated(q) for q in ("Is no teal shape present?", "does the image not contain a circle?",
-                                    "is there a notebook?", "Is there a red shape?")] == [True, True, False, False]
-    masked = question_type("<image>\nDoes the image not contain a Triangle?")
-    assert masked == "<image>\ndoes the image not contain a {shape}?"
-
-
-def test_paired_order_puts_each_yes_no_question_beside_its_complement_with_the_other_answer():
-    records = [record(i, f"is there a {('red', 'blue')[i % 2]} shape?", "yes" if i < 6 else "no") for i in range(14)]
-    records += [record(100 + i, "what color is the shape?", "red", "color") for i in range(5)]
-    ordered = paired_order(records, seed=0)
-    assert sorted(r["id"] for r in ordered) == sorted(r["id"] for r in records)
-    pairs = [(ordered[i], ordered[i + 1]) for i in range(0, len(ordered) - 1, 2)]
-    complementary = [(a, b) for a, b in pairs if a["category"] == b["category"] == "yesno"
-                     and a["conversations"][0] == b["conversations"][0]]
-    assert len(complementary) == 6  # 3 "yes" per question, each paired with a "no"
-    assert all({a["conversations"][1]["value"], b["conversations"][1]["value"]} == {"yes", "no"}
-               for a, b in complementary)
-    assert ordered == paired_order(records, seed=0) != paired_order(records, seed=1)
-
-
 def test_paired_recipe_needs_the_file_order_and_even_batches(tmp_path):
-    recipe = load_recipe()
-    check_paired(recipe["train"])  # the committed recipe keeps its pairs together
+    assert load_recipe().paired  # the committed recipe keeps its pairs together (checked on load)
+    raw = yaml.safe_load(default_recipe().read_text())
     for key, value in (("data", {"shuffle": True}), ("optim", {"batch_size": 7})):
         with pytest.raises(OmniError, match="paired: true needs"):
-            run_quickstart(tmp_path, {**recipe, "train": {**recipe["train"], key: value}})
+            run_quickstart(tmp_path, {**raw, "train": {**raw["train"], key: value}})
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"open_fraction": 1.5}, r"^open_fraction: must be in \[0, 1\]"),
+    ({"negated_fraction": -0.1}, r"^negated_fraction: must be in \[0, 1\]"),
+    ({"repeats": -1}, r"^repeats: must be >= 0"),
+    ({"eval": {"limit": 0}}, r"^eval.limit: must be >= 1"),
+    ({"eval": {"limit": 3, "batch": 2}}, r"^eval: unknown field\(s\) \['batch'\]"),
+    ({"train": {**TINY["train"], "optim": {"batch_size": 0}}}, r"^train.optim.batch_size: must be >= 1"),
+    ({"train": {**TINY["train"], "model": {}}}, r"^train.model: set exactly one of"),
+    ({"captionz": True}, r"^recipe: unknown field\(s\) \['captionz'\]"),
+])
+def test_a_bad_recipe_is_refused_naming_the_field(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_dict({**TINY, **edit})
+
+
+def test_the_default_recipe_ships_inside_the_package():
+    package = Path(omnilm.__file__).parent
+    path = default_recipe()
+    assert path.is_file() and path.is_relative_to(package)
+    globs = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert any(fnmatch.fnmatch(str(path.relative_to(package)), pattern)  # a wheel carries it
+               for pattern in globs["package-data"]["omnilm"])
+    assert load_recipe().train.model.config["llm"]["source"] == "pkg:qwen2.5-0.5b-instruct"
 
 
 def test_build_data_adds_captions_and_repeat_samples_when_asked(tmp_path):
@@ -113,18 +96,21 @@ def test_build_data_adds_captions_and_repeat_samples_when_asked(tmp_path):
         return {"id": f"r{i}", "image": f"images/train/{i}.png", "category": category,
                 "conversations": [{"from": "human", "value": f"<image>\n{prompt}"}, {"from": "gpt", "value": answer}]}
 
+    def recipe(**fields):
+        return Recipe.from_dict({"answer_suffix": "\nOne word.", "eval": {"limit": 2, "seed": 0},
+                                 "train": {"model": {"tiny": ["image"]}}, **fields})
+
     questions = [record(i, "what color is the shape?", "red", "color") for i in range(4)]
     caption = record(9, "Describe the image.", "a red circle", "circle")
     for name, rows in (("train", questions), ("test", questions), ("shapes-caption-train", [caption])):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    kwargs = dict(limit=2, seed=0, speech=False, suffix="\nOne word.")
-    plain = build_data(tmp_path, **kwargs)
+    plain = build_data(tmp_path, recipe(), speech=False)
     assert plain["train_questions"] == 4
-    with_captions = build_data(tmp_path, captions=True, **kwargs)
+    with_captions = build_data(tmp_path, recipe(captions=True), speech=False)
     rows = [json.loads(line) for line in (tmp_path / "train-prompted.jsonl").read_text().splitlines()]
     assert with_captions["train_questions"] == 5 and rows[-1] == caption  # asked as captioned, no suffix
     assert all(r["conversations"][0]["value"].endswith("\nOne word.") for r in rows[:-1])
-    build_data(tmp_path, repeats=2, **kwargs)
+    build_data(tmp_path, recipe(repeats=2), speech=False)
     repeats = [json.loads(line) for line in (tmp_path / "train-prompted.jsonl").read_text().splitlines()][-2:]
     assert [r["conversations"] for r in repeats] == [[
         {"from": "human", "value": "What color is the shape?\nWhat did I say? Repeat it word for word."},
@@ -132,14 +118,14 @@ def test_build_data_adds_captions_and_repeat_samples_when_asked(tmp_path):
 
 
 def test_budget_scales_training_steps():
-    recipe, half = load_recipe(), load_recipe(budget_minutes=load_recipe()["budget_minutes"] / 2)
-    assert half["train"]["optim"]["max_steps"] == round(recipe["train"]["optim"]["max_steps"] / 2)
+    recipe, half = load_recipe(), load_recipe(budget_minutes=load_recipe().budget_minutes / 2)
+    assert half.train.optim.max_steps == round(recipe.train.optim.max_steps / 2)
 
 
 def test_seed_replaces_only_the_training_seed():
     recipe, seeded = load_recipe(), load_recipe(seed=3)
-    assert seeded["train"]["seed"] == 3 and recipe["train"]["seed"] == 0
-    assert seeded["eval"] == recipe["eval"]
+    assert seeded.train.seed == 3 and recipe.train.seed == 0
+    assert seeded.eval == recipe.eval
 
 
 def test_a_run_at_chance_on_yes_no_says_how_to_train_again():
@@ -152,20 +138,28 @@ def test_a_run_at_chance_on_yes_no_says_how_to_train_again():
     assert results_warnings({"typed": {"by_category": {"shape": {"vqa_accuracy": 0.2}}}}, seed=0) == []
 
 
-def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
+def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch, capsys, no_espeak):
+    """A fresh machine (no espeak-ng): typed questions only, a warning, a quiet console, a resumable run."""
     pytest.importorskip("easy_vqa")
-    speech = shutil.which("espeak-ng") is not None
-    recipe = {
-        "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30, "repeats": 4,
-        "eval": {"limit": 3, "seed": 0, "batch_size": 2},
-        "train": {"model": {"tiny": ["image", "audio"]}, "optim": {"batch_size": 2, "max_steps": 2},
-                  "save_every": 1, "feature_cache": {"enabled": False}},
-    }
-    first = run_quickstart(tmp_path, recipe)
-    assert set(first["results"]) == ({"typed", "spoken"} if speech else {"typed"})
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    assert main(["quickstart", "--out", str(out), "--recipe", str(tmp_path / "recipe.yaml")]) == 0
+    console = capsys.readouterr()
+    first = json.loads((out / "summary.json").read_text())
+    assert set(first["results"]) == {"typed"} and not first["speech"]
     assert first["results"]["typed"]["num_items"] == 3
-    assert len(first["examples"]) == (3 if speech else 1)
-    assert (tmp_path / "model" / "omnilm.json").is_file() and (tmp_path / "train" / "loss.png").is_file()
+    assert len(first["examples"]) == 1
+    assert "espeak-ng is not installed" in console.err and "make system-deps" in console.err
+    assert "spoken questions skipped" in console.out
+    # the console keeps the bars, results and warnings; accelerate's checkpoint lines and the steps' details
+    # go to the log file it names
+    log = (out / "quickstart.log").read_text()
+    assert "INFO accelerate.checkpointing: " in log and "Model weights saved in" in log
+    assert "INFO omnilm.quickstart: step train" in log
+    assert "accelerate" not in console.err and "INFO" not in console.err
+    assert f"details are logged to {out / 'quickstart.log'}" in console.err
+    assert f"details: {out / 'quickstart.log'}" in console.out
+    assert (out / "model" / "omnilm.json").is_file() and (out / "train" / "loss.png").is_file()
     table = results_table(first["results"])
     assert table.splitlines()[2].startswith("| typed | 3 | ") and "colour" in table.splitlines()[0]
     assert "| total |" in timings_table(first["seconds"])
@@ -176,6 +170,16 @@ def test_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr("omnilm.quickstart.train_model", boom)
     monkeypatch.setattr("omnilm.quickstart.build_data", boom)
-    again = run_quickstart(tmp_path, recipe)  # everything done: nothing reruns, same answers
+    again = run_quickstart(out, TINY)  # everything done: nothing reruns, same answers
     assert again["results"] == first["results"] and again["examples"] == first["examples"]
-    assert json.loads((tmp_path / "quickstart.json").read_text()).keys() == first["seconds"].keys()
+    assert json.loads((out / "quickstart.json").read_text()).keys() == first["seconds"].keys()
+
+
+@pytest.mark.requires_tool("espeak-ng")
+def test_quickstart_spoken_path_on_a_tiny_model(tmp_path):
+    pytest.importorskip("easy_vqa")
+    summary = run_quickstart(tmp_path, TINY)
+    assert summary["speech"] and set(summary["results"]) == {"typed", "spoken"}
+    assert summary["results"]["spoken"]["num_items"] == 3 and len(summary["examples"]) == 3
+    spoken = [json.loads(line) for line in (tmp_path / "data" / "eval-spoken.jsonl").read_text().splitlines()]
+    assert all((tmp_path / "data" / r["audio"]).is_file() for r in spoken)

@@ -15,7 +15,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 from omnilm.serve import ServeSettings, create_app  # noqa: E402
 from omnilm.serve.background import BackgroundServer  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 KEY = "web-key"
@@ -36,13 +35,12 @@ def test_page_names_the_model_and_needs_no_key(server):
     assert "https://" not in page.text  # self-contained: no CDN
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"Debian's chromium is not installed at {CHROMIUM} "
-                    "(apt-get install -y chromium)")
+@pytest.mark.requires_tool("chromium")
 def test_upload_image_ask_and_see_the_streamed_answer(server, tmp_path):
     picture = tmp_path / "red.png"
     Image.new("RGB", (48, 48), "red").save(picture)
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page()
             problems: list[str] = []

@@ -197,7 +197,7 @@ def test_streaming_run_with_accumulation_and_checkpointing(shapes, tmp_path):
 
 
 # Spoken datasets ----------------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@pytest.mark.requires_tool("espeak-ng")
 def test_spoken_builder_keeps_test_voices_apart(shapes, tmp_path):
     import soundfile
 

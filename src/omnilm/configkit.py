@@ -28,11 +28,12 @@ def require(condition: bool, field_path: str, message: str) -> None:
         raise ConfigError(f"{field_path}: {message}", field=field_path)
 
 
-def coerce(cls: type, value: Any, path: str) -> Any:
-    """Dataclass `cls` from a mapping (an instance or None passes through), fields checked and named."""
+def coerce(cls: type, value: Any, path: str, *, root: str = "config") -> Any:
+    """Dataclass `cls` from a mapping (an instance or None passes through), fields checked and named
+    (`path` is the mapping's own field path; "" for a whole file, named `root` in messages)."""
     if value is None or isinstance(value, cls):
         return value
-    where = path or "config"  # the top level of a file
+    where = path or root
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(value).__name__}", field=path)
     hints = _hints(cls)

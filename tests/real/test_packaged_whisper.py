@@ -1,7 +1,6 @@
 """pkg:whisper-base, converted from CTranslate2, transcribes espeak-ng speech."""
 
 import re
-import shutil
 import subprocess
 import wave
 
@@ -11,7 +10,7 @@ import torch
 
 from omnilm.packaged import resolve
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.requires_tool("espeak-ng")]
 
 SENTENCE = "I would like a cup of coffee with milk, please."
 
@@ -30,8 +29,6 @@ def whisper():
 
 @pytest.fixture(scope="module")
 def speech_clip(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed: `apt-get install -y espeak-ng` to run this test")
     from scipy.signal import resample_poly
 
     path = tmp_path_factory.mktemp("speech") / "speech.wav"

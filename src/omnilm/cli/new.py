@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 EXAMPLE = """example:
-  omnilm new configs/tiny.yaml runs/tiny-untrained
+  omnilm new configs/recipes/capstone-phi2.yaml runs/capstone-untrained   # base parts from the hub
   omnilm new configs/recipes/llava-1.5.yaml out --dry-run   # validate only, download nothing"""
 
 

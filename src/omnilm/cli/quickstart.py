@@ -25,11 +25,17 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="scale the training steps to this whole-run budget (the recipe's is 20)")
-    parser.add_argument("--recipe", default=None, help="recipe YAML (default configs/quickstart.yaml)")
+    parser.add_argument("--recipe", default=None,
+                        help="recipe YAML (default: the one shipped in the package, omnilm/recipes/quickstart.yaml)")
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed: sample order and LoRA initialisation (default: the recipe's, 0)")
     parser.add_argument("--tiny", action="store_true", help="tiny random model demo instead (no training)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, log_file=log_file)
+
+
+def log_file(args: argparse.Namespace) -> Path | None:
+    """Where the details go (the console keeps the progress bars, results and warnings)."""
+    return None if args.tiny else Path(args.out) / "quickstart.log"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     summary = run_quickstart(args.out, load_recipe(args.recipe, args.budget_minutes, args.seed))
     print("\neasy-VQA test (a fixed seeded sample), VQA accuracy:\n" + results_table(summary["results"]))
     if not summary["speech"]:
-        print("(spoken questions skipped: espeak-ng is not installed)")
+        print("(spoken questions skipped: espeak-ng is not installed; `make system-deps` installs it)")
     print("\nlive examples:")
     for example in summary["examples"]:
         print(f"  {example['input']}\n    → {example['answer']!r}"
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in summary["warnings"]:
         print(f"\nwarning: {warning}")
     model = summary["model"]
-    print(f"\ntraining curve: {summary['loss_png']}\nmodel saved to {model}\n"
+    print(f"\ntraining curve: {summary['loss_png']}\ndetails: {log_file(args)}\nmodel saved to {model}\n"
           f"  chat:   omnilm chat {model}\n"
           f"  ask:    omnilm generate {model} --prompt 'What shape is this?' --image IMAGE.png\n"
           f"  serve:  omnilm serve {model} --port 8000   (OpenAI-compatible API + web page)\n"

@@ -31,11 +31,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from omnilm.training.config import TrainConfig
 
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint lines drown the bar
     config = TrainConfig.from_file(args.config, args.overrides)
     if args.dry_run:
         print(config.to_yaml(), end="")

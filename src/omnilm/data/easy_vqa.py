@@ -11,6 +11,8 @@ Layout written under ``out_dir``::
 
 Captions come from each image's questions (its shape and colour answers, and what yes/no answers
 confirm); the few images whose questions do not pin down both are left out of the caption file.
+The training-set surgery of the quickstart recipe (balance, paired_order, single_turn, repeat_records) is
+here too; docs/quickstart.md says what each one measured.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import re
 import shutil
 import subprocess
@@ -34,6 +37,7 @@ CAPTION_PROMPT = "Describe the image."
 # espeak-ng voices: training data may use TRAIN_VOICES; the evaluation uses voices never trained on.
 TRAIN_VOICES = ("en-us", "en", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 TEST_VOICES = ("en-gb-x-rp", "en-029", "en-gb-scotland")
+REPEAT_INSTRUCTION = "\nWhat did I say? Repeat it word for word."
 
 
 def _package():
@@ -71,7 +75,11 @@ def _image_facts(questions: list[tuple[str, str, int]]) -> dict[int, dict[str, s
     return facts
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
@@ -117,7 +125,7 @@ def build_easy_vqa(out_dir: str | Path, splits=("train", "test"), limit: int | N
                 captions.append(_record(f"{split}-image-{image_id}", f"images/{split}/{image_id}.png",
                                         f"<image>\n{CAPTION_PROMPT}", f"a {color} {shape}", shape))
         for name, rows in ((f"{split}.jsonl", records), (f"shapes-caption-{split}.jsonl", captions)):
-            _write_jsonl(out / name, rows)
+            write_jsonl(out / name, rows)
             files[name], counts[name] = str(out / name), len(rows)
         logger.info("easy-VQA %s: %d questions, %d captioned images of %d", split, len(records), len(captions),
                     len(used))
@@ -160,6 +168,102 @@ def build_easy_vqa_spoken(
             record["conversations"][0]["value"] = "<image>\n<audio>"
             spoken.append({**record, "question": question, "voice": voice})
         name = f"spoken-{split}.jsonl"
-        _write_jsonl(out / name, spoken)
+        write_jsonl(out / name, spoken)
         result["files"][name], result["counts"][name] = str(out / name), len(spoken)
     return result
+
+
+# The quickstart's training set ------------------------------------------------------------------
+def question_type(question: str) -> str:
+    """The question with its easy-VQA colour and shape words masked: "is there not a {color} shape?"."""
+    words = re.sub(rf"\b({'|'.join(COLORS)})\b", "{color}", question.lower())
+    return re.sub(rf"\b({'|'.join(SHAPES)})\b", "{shape}", words)
+
+
+def is_negated(question: str) -> bool:
+    """Whether an easy-VQA yes/no question is asked the negative way ("is there not ...", "is no ...")."""
+    return re.search(r"\b(not|no)\b", question.lower()) is not None
+
+
+def balance(records: list[dict], seed: int, open_fraction: float = 1.0, negated_fraction: float = 1.0) -> list[dict]:
+    """A seeded ``open_fraction`` of the shape and colour questions; yes/no questions balanced by answer
+    within each question type, of the negated types a seeded ``negated_fraction``.
+
+    easy-VQA's yes/no answers follow the question's wording (7 of 8 "is there a <colour> shape?" are "no"), so
+    as VQA v2 balanced its answers, each type keeps a seeded sample of its majority answer as large as its
+    minority: the image must decide. Fewer negated questions let the plain match be learnt before the negation.
+    """
+    rng = random.Random(seed)
+    by_type: dict[tuple[str, str], list[int]] = {}
+    for i, record in enumerate(records):
+        if record.get("category") == "yesno":
+            turns = record["conversations"]
+            key = (question_type(turns[0]["value"]), turns[1]["value"])
+            by_type.setdefault(key, []).append(i)
+    keep = {i for i, record in enumerate(records) if record.get("category") != "yesno" and rng.random() < open_fraction}
+    for (kind, answer), indices in by_type.items():
+        other = by_type.get((kind, "no" if answer == "yes" else "yes"), [])
+        chosen = indices if len(indices) <= len(other) else rng.sample(indices, len(other))
+        if is_negated(kind) and negated_fraction < 1.0:
+            chosen = rng.sample(chosen, round(len(chosen) * negated_fraction))
+        keep.update(chosen)
+    return [record for i, record in enumerate(records) if i in keep]
+
+
+def paired_order(records: list[dict], seed: int) -> list[dict]:
+    """``records`` in a seeded order of twos: each yes/no question beside the same question about another image
+    with the other answer (VQA v2's complementary pairs), the other records two by two.
+
+    Trained in this order with an even batch size, a pair shares its batch: the wording is held fixed and only
+    the image decides the answer.
+    """
+    rng = random.Random(seed)
+    by_question: dict[str, dict[str, list[dict]]] = {}
+    rest = []
+    for record in records:
+        if record.get("category") == "yesno":
+            question, answer = (turn["value"] for turn in record["conversations"][:2])
+            by_question.setdefault(question.lower(), {}).setdefault(answer, []).append(record)
+        else:
+            rest.append(record)
+    units = []
+    for answers in by_question.values():
+        yes, no = (rng.sample(answers.get(a, []), len(answers.get(a, []))) for a in ("yes", "no"))
+        units += [[a, b] if rng.random() < 0.5 else [b, a] for a, b in zip(yes, no)]
+        rest += yes[len(no):] + no[len(yes):]
+    rng.shuffle(rest)
+    units += [rest[i : i + 2] for i in range(0, len(rest) - 1, 2)]
+    rng.shuffle(units)
+    return [record for unit in units for record in unit] + rest[len(rest) - len(rest) % 2 :]  # odd one last
+
+
+def _capitalised(text: str) -> str:
+    """``text`` with a capital first letter, as Whisper writes a transcript."""
+    return text[:1].upper() + text[1:]
+
+
+def single_turn(records: list[dict], suffix: str) -> list[dict]:
+    """One question per training record, asked exactly as the evaluation asks it (``question + suffix``).
+
+    Not LLaVA's multi-turn packing: in easy-VQA a later question is often answered by an earlier turn's text,
+    so packed conversations teach reading the answer off the conversation instead of the image.
+    Every other question starts with a capital letter, as Whisper's transcripts do in transcribe mode.
+    """
+    rows = []
+    for i, record in enumerate(records):
+        question = record["conversations"][0]["value"].removeprefix("<image>\n")
+        if i % 2:
+            question = _capitalised(question)
+        turns = [{"from": "human", "value": f"<image>\n{question}{suffix}"}, record["conversations"][1]]
+        rows.append({**record, "conversations": turns})
+    return rows
+
+
+def repeat_records(records: list[dict], count: int, seed: int) -> list[dict]:
+    """``count`` text-only records: a seeded question, capitalised as Whisper writes it, to be repeated."""
+    rows = []
+    for record in random.Random(seed).sample(records, min(count, len(records))):
+        sentence = _capitalised(record["conversations"][0]["value"].removeprefix("<image>\n"))
+        rows.append({"id": f"repeat-{record['id']}", "category": "repeat", "conversations": [
+            {"from": "human", "value": sentence + REPEAT_INSTRUCTION}, {"from": "gpt", "value": sentence}]})
+    return rows
