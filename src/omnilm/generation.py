@@ -48,27 +48,14 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         object.__setattr__(self, "stop", stop)
-        _check(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1, "max_new_tokens", "an integer >= 1",
-               self.max_new_tokens)
-        _check(_is_number(self.temperature) and self.temperature >= 0, "temperature", "a number >= 0 (0: greedy)",
-               self.temperature)
-        _check(_is_number(self.top_p) and 0 < self.top_p <= 1, "top_p", "a number in (0, 1]", self.top_p)
-        _check(self.top_k is None or _is_int(self.top_k) and self.top_k >= 1, "top_k", "an integer >= 1", self.top_k)
-        _check(all(isinstance(s, str) and s for s in stop), "stop", "non-empty strings", self.stop)
-        _check(self.seed is None or _is_int(self.seed), "seed", "an integer", self.seed)
-        _check(_is_int(self.num_beams) and self.num_beams >= 1, "num_beams", "an integer >= 1", self.num_beams)
-        for name in ("repetition_penalty", "length_penalty"):
-            value = getattr(self, name)
-            _check(value is None or _is_number(value) and (value > 0 or name == "length_penalty"), name,
-                   "a number > 0" if name == "repetition_penalty" else "a number", value)
-        for name in ("no_repeat_ngram_size", "min_new_tokens"):
-            value = getattr(self, name)
-            _check(value is None or _is_int(value) and value >= 0, name, "an integer >= 0", value)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            test, expected = _RULES[f.name]
+            if not (value is None and f.default is None or test(value)):
+                raise OmniError(f"generation setting {f.name} must be {expected}, got {value!r}")
         if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
             raise OmniError(f"min_new_tokens={self.min_new_tokens} is more than max_new_tokens={self.max_new_tokens}; "
                             "lower min_new_tokens or raise max_new_tokens")
-        for name in ("ignore_eos", "use_cache"):
-            _check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
 
     @classmethod
     def from_kwargs(cls, **gen: Any) -> GenerationSettings:
@@ -84,7 +71,8 @@ class GenerationSettings:
             raise OmniError("max_length counts the prompt's tokens too; give max_new_tokens (the answer's length)")
         gen = {k: v for k, v in gen.items() if v is not None}  # None: the default
         do_sample = gen.pop("do_sample", None)
-        _check(do_sample is None or isinstance(do_sample, bool), "do_sample", "true or false", do_sample)
+        if do_sample is not None and not isinstance(do_sample, bool):
+            raise OmniError(f"generation setting do_sample must be true or false, got {do_sample!r}")
         if do_sample and "temperature" not in gen:
             gen["temperature"] = 1.0
         settings = cls(**gen)
@@ -140,9 +128,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check(ok: bool, name: str, expected: str, value: Any) -> None:
-    if not ok:
-        raise OmniError(f"generation setting {name} must be {expected}, got {value!r}")
+_RULES = {  # field: (test of a value, what it must be); None passes where it is the default
+    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: greedy)"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "top_k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "stop": (lambda v: all(isinstance(s, str) and s for s in v), "non-empty strings"),
+    "seed": (_is_int, "an integer"),
+    "num_beams": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "min_new_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "length_penalty": (_is_number, "a number"),
+    "ignore_eos": (lambda v: isinstance(v, bool), "true or false"),
+    "use_cache": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 @dataclass
@@ -192,7 +192,7 @@ def generate_batch(model, tokenizer, inputs: dict[str, torch.Tensor], requests: 
 
 
 class RowTracker:
-    """A stopping criterion, called by `generate` after each step: streams each row's new text and says which rows are done."""
+    """A stopping criterion called by `generate` after each step: streams rows' new text, says which are done."""
 
     def __init__(self, requests: list[GenerationRequest], tokenizer, eos_ids: set[int], prompt_lengths: list[int]):
         self.rows = [_Row(r, tokenizer, p) for r, p in zip(requests, prompt_lengths, strict=True)]

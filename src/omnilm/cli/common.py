@@ -12,7 +12,8 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     default = GenerationSettings()
     parser.add_argument("--max-new-tokens", type=int, default=default.max_new_tokens,
                         help=f"most tokens to generate (default {default.max_new_tokens})")
-    parser.add_argument("--temperature", type=float, default=default.temperature, help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--temperature", type=float, default=default.temperature,
+                        help="0 = greedy (default); > 0 samples")
     parser.add_argument("--top-p", type=float, default=default.top_p, help="nucleus sampling mass when sampling")
     parser.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens")
     parser.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeating tokens")
