@@ -84,8 +84,8 @@ def test_settings_round_trip_and_share_batches_only_when_they_can():
     assert settings.temperature == 1.0 and settings.stop == ("END",)
     assert GenerationSettings.from_kwargs(**settings.as_kwargs()) == settings
     greedy = GenerationSettings(max_new_tokens=3, top_p=0.5, seed=1, stop=("x",))
-    assert greedy.batch_key() == GenerationSettings(max_new_tokens=50).batch_key()  # greedy ignores top_p, seed
-    assert settings.batch_key() != GenerationSettings(temperature=1.0, top_k=5, seed=3).batch_key()
+    assert greedy.sampling_key() == GenerationSettings(max_new_tokens=50).sampling_key()  # greedy ignores top_p, seed
+    assert settings.sampling_key() != GenerationSettings(temperature=1.0, top_k=5, seed=3).sampling_key()
 
 
 @pytest.mark.parametrize("stop", [None, "second"])

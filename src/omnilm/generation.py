@@ -1,18 +1,15 @@
-"""The generation engine shared by `OmniLM.chat_batch`, `OmniLM.stream` and the server's batch scheduler.
+"""The generation engine of `OmniLM.chat_batch`, `OmniLM.stream` and the server's batch scheduler.
 
-`GenerationSettings` is the one validated form of what a user may ask of generation: omnilm's own names
-(`temperature=0` is greedy) and the transformers names people pass by habit (`do_sample`, `num_beams`,
-`repetition_penalty`, ...), with contradictions refused. `generate_batch` runs HF `generate` once for a
-left-padded batch; a stopping criterion called after every step reads each row's new token, streams its
-text to the row's sink, and finishes the row on its own end-of-sequence, stop string, token budget or
-cancellation. A row's text is the same whether it was streamed or not.
+`GenerationSettings`: what may be asked of generation, validated; omnilm's names (`temperature=0` is greedy)
+and the transformers names people pass by habit (`do_sample`, `num_beams`, ...). `generate_batch` runs HF
+`generate` once for a left-padded batch; after each step a stopping criterion streams each row's new text
+to its sink and finishes the row on its own end-of-sequence, stop string, token budget or cancellation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +18,6 @@ from typing import Any
 import torch
 
 from omnilm.errors import OmniError
-
-logger = logging.getLogger(__name__)
 
 Sink = Callable[[tuple], None]  # receives ("delta", text) · ("done", finish_reason, usage) · ("error", exc)
 
@@ -41,7 +36,6 @@ class GenerationSettings:
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     min_new_tokens: int | None = None
-    length_penalty: float | None = None  # beam search
     ignore_eos: bool = False  # never end at end-of-sequence: generate exactly max_new_tokens (benchmarks)
     use_cache: bool = True
 
@@ -92,7 +86,7 @@ class GenerationSettings:
         """The settings as keyword arguments `from_kwargs` (and so `OmniLM.chat`) takes back."""
         return dataclasses.asdict(self)
 
-    def batch_key(self) -> GenerationSettings:
+    def sampling_key(self) -> GenerationSettings:
         """Settings with equal keys can share one `generate` call (budgets and stop strings are per row)."""
         unused = {} if self.sampling else {"top_p": 1.0, "top_k": None, "seed": None}  # greedy ignores these
         return dataclasses.replace(self, max_new_tokens=1, stop=(), **unused)
@@ -112,7 +106,6 @@ class GenerationSettings:
             num_beams=self.num_beams,
             repetition_penalty=self.repetition_penalty,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
-            length_penalty=self.length_penalty,
             eos_token_id=eos_ids,
             pad_token_id=pad_token_id,
             suppress_tokens=eos_ids if self.ignore_eos else None,  # never sample an end-of-sequence token
@@ -139,7 +132,6 @@ _RULES = {  # field: (test of a value, what it must be); None passes where it is
     "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "min_new_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "length_penalty": (_is_number, "a number"),
     "ignore_eos": (lambda v: isinstance(v, bool), "true or false"),
     "use_cache": (lambda v: isinstance(v, bool), "true or false"),
 }
@@ -154,15 +146,11 @@ class GenerationRequest:
     sink: Sink | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def sampling_key(self) -> GenerationSettings:
-        """Requests with equal keys can share one `generate` call."""
-        return self.settings.batch_key()
-
 
 def generate_batch(model, tokenizer, inputs: dict[str, torch.Tensor], requests: list[GenerationRequest]) -> list[str]:
     """Generate every request's answer in one `generate` call over `inputs` (their left-padded batch).
 
-    The requests share their `batch_key` (the first one's sampling settings are used); each has its own
+    The requests share their `sampling_key` (the first one's sampling settings are used); each has its own
     token budget and stop strings. Every sink gets its deltas and exactly one "done" or "error" event.
     Returns each answer's text; a generation error is sent to the unfinished rows' sinks and re-raised.
     """
@@ -228,7 +216,6 @@ class _Row:
         self.sent = 0  # characters of it already streamed
         self.done = False
         self.hold = max((len(s) for s in self.stop), default=1) - 1  # a stop string may still be forming
-        self.watch = bool(self.stop) or request.sink is not None  # decode every step (else only at the end)
 
     def add(self, token: int, is_eos: bool) -> None:
         if self.request.cancelled.is_set():
@@ -238,10 +225,6 @@ class _Row:
             self.finish("stop", count=1)
             return
         self.tokens.append(token)
-        if not self.watch:
-            if len(self.tokens) >= self.max_new_tokens:
-                self.finish("length")
-            return
         text = self.decode()
         cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:

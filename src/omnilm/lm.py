@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from omnilm.model import OmniModel
 from omnilm.processor import OmniProcessor
 from omnilm.sources import resolve_source
 
-logger = logging.getLogger(__name__)
 
 
 class OmniLM:

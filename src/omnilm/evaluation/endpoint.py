@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import mimetypes
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 from omnilm.errors import OmniError
 from omnilm.generation import GenerationSettings
 
-logger = logging.getLogger(__name__)
 DEFAULTS = GenerationSettings()
 
 

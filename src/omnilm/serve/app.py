@@ -87,8 +87,9 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
             except RuntimeError:  # the event loop is gone (server stopped)
                 pass
 
-        gen = GenerationSettings(max_new_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                                 stop=tuple(body.stop), seed=body.seed, ignore_eos=body.ignore_eos)
+        gen = GenerationSettings.from_kwargs(max_new_tokens=max_tokens, temperature=body.temperature,
+                                             top_p=body.top_p, stop=body.stop, seed=body.seed,
+                                             ignore_eos=body.ignore_eos)
         request = GenerationRequest(messages, gen, sink)
         try:
             scheduler.submit(request)

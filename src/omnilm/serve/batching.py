@@ -94,8 +94,8 @@ class BatchScheduler:
         self._held = [r for r in self._held if not r.cancelled.is_set()]
         if not self._held:
             return []
-        key = self._held[0].sampling_key()
-        batch = [r for r in self._held if r.sampling_key() == key][: self.max_batch_size]
+        key = self._held[0].settings.sampling_key()
+        batch = [r for r in self._held if r.settings.sampling_key() == key][: self.max_batch_size]
         self._held = [r for r in self._held if r not in batch]
         return batch
 

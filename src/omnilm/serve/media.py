@@ -9,7 +9,6 @@ cannot redirect it. Redirects are not followed.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 from urllib.parse import urlsplit
 
@@ -18,8 +17,6 @@ from omnilm.errors import MediaError, OmniError
 from omnilm.media import decode_data_url, load_audio, load_image, load_video
 from omnilm.serve.errors import APIError
 from omnilm.serve.settings import ServeSettings
-
-logger = logging.getLogger(__name__)
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")
 
