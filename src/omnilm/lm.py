@@ -21,7 +21,6 @@ from omnilm.processor import OmniProcessor
 from omnilm.sources import resolve_source
 
 
-
 class OmniLM:
     """The user-facing model: `lm.chat(messages)`, `lm.generate(prompt, images=[...])`, `lm.stream(...)`."""
 
