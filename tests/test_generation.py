@@ -105,12 +105,12 @@ def test_stream_reraises_worker_errors_and_stops_when_closed(lm, monkeypatch):
     steps = []
     hook = lm.model.llm.get_output_embeddings().register_forward_hook(lambda *_: steps.append(1))
     try:
-        pieces = lm.stream(MESSAGES, max_new_tokens=200, ignore_eos=True)
+        pieces = lm.stream(MESSAGES, max_new_tokens=900, ignore_eos=True)
         next(pieces)
         pieces.close()  # the caller stops reading: generation ends at the next step
     finally:
         hook.remove()
-    assert len(steps) < 50
+    assert len(steps) < 450  # of 900
 
     def broken(*args, **kwargs):
         raise RuntimeError("the accelerator fell over")
