@@ -82,3 +82,28 @@ def test_empty_and_missing_files(root):
         read_records(root / "nope.jsonl")
     with pytest.raises(RecordError, match="no records"):
         read_records(write(root / "empty.jsonl", []))
+
+
+def test_content_parts_are_read_by_the_one_parser_of_chat_and_the_server(root):
+    import base64
+
+    from omnilm.chat import normalize_conversation, parse_part
+    from omnilm.errors import OmniError
+
+    wav = base64.b64encode(b"RIFF....WAVE").decode()
+    assert parse_part({"type": "image_url", "image_url": {"url": "a.png"}}, "here") == ("image", "a.png")
+    assert parse_part({"type": "video_url", "video_url": "data:video/mp4;base64,AA=="}, "here")[0] == "video"
+    assert parse_part({"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}, "here") == (
+        "audio", b"RIFF....WAVE")
+    assert parse_part({"type": "text", "text": "hi"}, "here") == ("text", "hi")
+    rows = [{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "b.png"}},
+                                                       {"type": "input_audio", "input_audio": {"data": wav}}]},
+                          {"role": "assistant", "content": "blue"}]}]
+    content = read_records(write(root / "ok.jsonl", rows))[0].prompt[0]["content"]
+    assert content == [{"type": "image", "image": str(root / "b.png")}, {"type": "audio", "audio": b"RIFF....WAVE"}]
+    bad = {"type": "input_audio", "input_audio": {"data": "%%%", "format": "wav"}}
+    with pytest.raises(OmniError, match="message 0: input_audio data is not valid base64"):
+        normalize_conversation([{"role": "user", "content": [bad]}], {"audio": "<audio>"})
+    rows = [{"messages": [{"role": "user", "content": [bad]}, {"role": "assistant", "content": "x"}]}]
+    with pytest.raises(RecordError, match="turn 0: input_audio data is not valid base64"):
+        read_records(write(root / "bad.jsonl", rows))

@@ -73,14 +73,15 @@ def test_stream_equals_chat_and_stop_strings(tiny_lm, red_image):
     messages = [{"role": "user", "content": [{"type": "image", "image": red_image}, {"type": "text", "text": "hi"}]}]
     full = tiny_lm.chat(messages, max_new_tokens=16, temperature=0)
     assert "".join(tiny_lm.stream(messages, max_new_tokens=16)) == full
-    sampled = tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1)
-    assert sampled == tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1)
+    sampled = tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1, ignore_eos=True)
+    assert sampled == tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1, ignore_eos=True)
+    assert len(sampled) >= 5, sampled  # 16 tokens, none of them an end-of-sequence
     stop = sampled[3:5]
-    if stop:
-        cut = tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1, stop=[stop])
-        assert cut == sampled[: sampled.find(stop)]
-        streamed = "".join(tiny_lm.stream(messages, max_new_tokens=16, temperature=1.0, seed=1, stop=[stop]))
-        assert streamed == cut
+    cut = tiny_lm.chat(messages, max_new_tokens=16, temperature=1.0, seed=1, ignore_eos=True, stop=[stop])
+    assert cut == sampled[: sampled.find(stop)] and len(cut) <= 3
+    streamed = "".join(tiny_lm.stream(messages, max_new_tokens=16, temperature=1.0, seed=1, ignore_eos=True,
+                                      stop=[stop]))
+    assert streamed == cut
 
 
 @pytest.mark.parametrize("full", [False, True])

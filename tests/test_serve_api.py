@@ -96,6 +96,17 @@ def test_text_matches_the_library(client, lm):
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
+def test_null_sampling_fields_are_greedy_and_stop_cuts_as_in_the_library(server, lm):
+    messages = user("Go on.")
+    body = {"messages": messages, "max_tokens": 12, "temperature": None, "top_p": None, "ignore_eos": True}
+    full = post(server, body).json()["choices"][0]["message"]["content"]
+    assert full == lm.chat(messages, max_new_tokens=12, ignore_eos=True)
+    assert len(full) >= 3, full
+    cut = post(server, {**body, "stop": full[1:3]}).json()["choices"][0]
+    assert cut["message"]["content"] == lm.chat(messages, max_new_tokens=12, ignore_eos=True, stop=full[1:3])
+    assert cut["finish_reason"] == "stop" and cut["message"]["content"] == full[: full.find(full[1:3])]
+
+
 def test_image_audio_video_and_two_images(client, lm):
     one = ask(client, user(img(image_url()), "What colour?"))
     two = ask(client, user(img(image_url()), img(image_url(color="blue")), "Compare them."))

@@ -9,7 +9,8 @@ import pytest
 pytest.importorskip("fastapi")
 
 from omnilm.errors import ConfigError  # noqa: E402
-from omnilm.serve.batching import BatchScheduler, GenerationRequest, RowTracker  # noqa: E402
+from omnilm.generation import GenerationRequest, GenerationSettings, RowTracker  # noqa: E402
+from omnilm.serve.batching import BatchScheduler  # noqa: E402
 from omnilm.serve.errors import APIError  # noqa: E402
 from omnilm.serve.media import public_address  # noqa: E402
 from omnilm.serve.settings import ServeSettings  # noqa: E402
@@ -21,10 +22,10 @@ def lm(tiny_lm):
     return tiny_lm
 
 
-def collect(**kwargs) -> tuple[GenerationRequest, queue.Queue]:
+def collect(messages=None, **gen) -> tuple[GenerationRequest, queue.Queue]:
     events: queue.Queue = queue.Queue()
-    kwargs.setdefault("messages", [{"role": "user", "content": "hi"}])
-    return GenerationRequest(sink=events.put, **kwargs), events
+    messages = messages or [{"role": "user", "content": "hi"}]
+    return GenerationRequest(messages, GenerationSettings(**gen), events.put), events
 
 
 def drain(events: queue.Queue, timeout: float = 60) -> tuple[str, tuple]:

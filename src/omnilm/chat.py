@@ -10,8 +10,8 @@ from typing import Any
 from omnilm.errors import OmniError, PlaceholderMismatchError
 
 ROLES = ("system", "user", "assistant")
-PART_MODALITY = {"image": "image", "image_url": "image", "audio": "audio", "input_audio": "audio", "video": "video",
-                 "video_url": "video"}
+PART_TYPES = {"text": "text", "image": "image", "image_url": "image", "audio": "audio", "input_audio": "audio",
+              "video": "video", "video_url": "video"}  # a content part's type → what it carries
 
 
 @dataclass
@@ -58,34 +58,48 @@ def _content_text(content: Any, placeholders: dict[str, str], from_parts: dict[s
         raise OmniError(f"message {index}: content must be a string or a list of parts")
     pieces = []
     for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            pieces.append(str(part.get("text", "")))
-        elif kind in PART_MODALITY:
-            modality = PART_MODALITY[kind]
-            if modality not in placeholders:
-                raise OmniError(f"message {index}: this model does not take {modality} input")
-            from_parts[modality].append(_part_item(part, kind, index))
-            pieces.append(placeholders[modality])
-        else:
-            raise OmniError(f"message {index}: unknown content part type {kind!r}; use text, image, audio or video")
+        modality, value = parse_part(part, f"message {index}")
+        if modality == "text":
+            pieces.append(value)
+            continue
+        if modality not in placeholders:
+            raise OmniError(f"message {index}: this model does not take {modality} input")
+        from_parts[modality].append(value)
+        pieces.append(placeholders[modality])
     return "\n".join(pieces)
 
 
-def _part_item(part: dict, kind: str, index: int) -> Any:
+def parse_part(part: Any, where: str) -> tuple[str, Any]:
+    """One content part, omnilm's or OpenAI's, as (modality, value); OmniError naming `where` if malformed.
+
+    modality is "text" (value: the text) or image / audio / video, whose value is the item as given (a path,
+    URL, PIL image, bytes or (samples, rate)), the URL of an image_url / video_url part (a ``{"url": ...}``
+    mapping stands for its URL), or the base64-decoded bytes of an input_audio part.
+    """
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind not in PART_TYPES:
+        raise OmniError(f"{where}: unknown content part type {kind!r}; use text, image, audio or video (or OpenAI's "
+                        "image_url, input_audio, video_url)")
     value = part.get(kind)
-    if kind in ("image_url", "video_url"):
-        value = value.get("url") if isinstance(value, dict) else value
+    if kind == "text":
+        if not isinstance(value, str):
+            raise OmniError(f"{where}: a text part needs a 'text' string")
     elif kind == "input_audio":
-        if not isinstance(value, dict) or "data" not in value:
-            raise OmniError(f"message {index}: input_audio needs {{'data': base64, 'format': ...}}")
+        if not isinstance(value, dict) or not isinstance(value.get("data"), str):
+            raise OmniError(f"{where}: input_audio needs {{'data': base64 string, 'format': 'wav'}}")
         try:
             value = base64.b64decode(value["data"], validate=True)
-        except ValueError:
-            raise OmniError(f"message {index}: input_audio data is not valid base64") from None
-    if value is None:
-        raise OmniError(f"message {index}: the {kind} part has no {kind!r} field")
-    return value
+        except ValueError:  # binascii.Error is a ValueError
+            raise OmniError(f"{where}: input_audio data is not valid base64") from None
+    elif kind.endswith("_url"):
+        value = value.get("url") if isinstance(value, dict) else value
+        if not isinstance(value, str) or not value:
+            raise OmniError(f"{where}: the {kind} part needs {{'url': 'data:...;base64,...'}}")
+    elif isinstance(value, dict) and "url" in value:  # e.g. {"type": "video", "video": {"url": ...}}
+        value = value["url"]
+    elif value is None:
+        raise OmniError(f"{where}: the {kind} part has no {kind!r} field")
+    return PART_TYPES[kind], value
 
 
 def _pair_media(messages: list[dict], placeholders: dict[str, str], queues: dict[str, list]) -> list[tuple[str, Any]]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +14,11 @@ import torch
 from omnilm.chat import Conversation, normalize_conversation
 from omnilm.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from omnilm.config import LLMConfig, OmniConfig
+from omnilm.errors import OmniError
+from omnilm.generation import GenerationRequest, GenerationSettings, generate_batch
 from omnilm.model import OmniModel
 from omnilm.processor import OmniProcessor
 from omnilm.sources import resolve_source
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_NEW_TOKENS = 256
 
 
 class OmniLM:
@@ -75,37 +74,39 @@ class OmniLM:
         """The assistant's reply to a conversation."""
         return self.chat_batch([messages], **gen)[0]
 
-    @torch.no_grad()
     def chat_batch(self, conversations: list, **gen: Any) -> list[str]:
         """Replies to several conversations, generated together (left-padded batch)."""
+        settings = GenerationSettings.from_kwargs(**gen)
+        requests = [GenerationRequest(c, settings) for c in conversations]
         inputs = self.prepare_inputs(conversations)
-        kwargs, stop = self.generation_kwargs(**gen)
-        new_tokens = self.model.generate(**inputs, **kwargs)  # (B, N_new)
-        return [_cut_at_stop(self.processor.decode(row), stop) for row in new_tokens]
+        return generate_batch(self.model, self.processor.tokenizer, inputs, requests)
 
     def stream(self, messages: list[dict] | str, **gen: Any) -> Iterator[str]:
-        """Yield the reply in pieces as it is generated."""
-        from transformers import TextIteratorStreamer
+        """Yield the reply in pieces as it is generated (joined, they are `chat`'s reply)."""
+        settings = GenerationSettings.from_kwargs(**gen)
+        if settings.num_beams > 1:
+            raise OmniError("beam search (num_beams > 1) picks its answer only at the end, so it cannot stream; "
+                            "use chat() or num_beams=1")
+        events: queue.Queue[tuple] = queue.Queue()
+        request = GenerationRequest(messages, settings, sink=events.put)
 
-        inputs = self.prepare_inputs([messages])
-        kwargs, stop = self.generation_kwargs(**gen)
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        errors: list[BaseException] = []
+        def work(inputs: dict[str, torch.Tensor]) -> None:
+            with contextlib.suppress(BaseException):  # errors reach the sink and are re-raised in the caller
+                generate_batch(self.model, self.processor.tokenizer, inputs, [request])
 
-        def work() -> None:
+        def pieces() -> Iterator[str]:
+            thread = threading.Thread(target=work, args=(self.prepare_inputs([messages]),), daemon=True)
+            thread.start()
             try:
-                with torch.no_grad():
-                    self.model.generate(**inputs, **kwargs, streamer=streamer)
-            except BaseException as err:  # re-raised in the caller's thread
-                errors.append(err)
-                streamer.end()
+                while (event := events.get())[0] == "delta":
+                    yield event[1]
+                if event[0] == "error":
+                    raise event[1]
+            finally:
+                request.cancelled.set()  # the caller stopped early: end generation at the next step
+                thread.join()
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        yield from _stream_until_stop(streamer, stop)
-        thread.join()
-        if errors:
-            raise errors[0]
+        return pieces()
 
     # Helpers ------------------------------------------------------------------------------------
     def prepare_inputs(self, conversations: list) -> dict[str, torch.Tensor]:
@@ -114,76 +115,6 @@ class OmniLM:
         convs = [c if isinstance(c, Conversation) else normalize_conversation(c, placeholders) for c in conversations]
         inputs = self.processor(convs, add_generation_prompt=True, padding_side="left")
         return {k: v.to(self.model.device) for k, v in inputs.items()}
-
-    def generation_kwargs(
-        self,
-        *,
-        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: list[str] | str | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-        **extra: Any,
-    ) -> tuple[dict[str, Any], list[str]]:
-        """Keyword arguments for `OmniModel.generate` from the user's settings, and the stop strings."""
-        from transformers import GenerationConfig
-
-        tokenizer = self.processor.tokenizer
-        stop = [stop] if isinstance(stop, str) else list(stop or [])
-        eos = self.model.llm.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        eos.add(tokenizer.eos_token_id)
-        sampling = temperature > 0
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_p=top_p if sampling else None,
-            top_k=None,
-            eos_token_id=sorted(i for i in eos if i is not None),
-            pad_token_id=tokenizer.pad_token_id,
-            use_cache=use_cache,
-            stop_strings=stop or None,
-            **extra,
-        )
-        if seed is not None:
-            torch.manual_seed(seed)
-        kwargs: dict[str, Any] = {"generation_config": config}
-        if stop:
-            kwargs["tokenizer"] = tokenizer
-        return kwargs, stop
-
-
-def _cut_at_stop(text: str, stop: list[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
-    return text[:cut]
-
-
-def _stream_until_stop(pieces: Iterator[str], stop: list[str]) -> Iterator[str]:
-    """Pass pieces through, holding back text that might start a stop string; end at a stop string."""
-    if not stop:
-        for piece in pieces:
-            if piece:
-                yield piece
-        return
-    hold = max(len(s) for s in stop) - 1
-    buffer, stopped = "", False
-    for piece in pieces:
-        if stopped:
-            continue  # drain the streamer so the generating thread can finish
-        buffer += piece
-        cut = _cut_at_stop(buffer, stop)
-        if len(cut) < len(buffer):
-            if cut:
-                yield cut
-            stopped = True
-            continue
-        if len(buffer) > hold:
-            yield buffer[: len(buffer) - hold]
-            buffer = buffer[len(buffer) - hold :]
-    if not stopped and buffer:
-        yield buffer
 
 
 def load(ref: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> OmniLM:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from omnilm.cli.common import add_generation_flags, generation_kwargs, load_model
+from omnilm.cli.common import add_generation_flags, generation_settings, load_model
 from omnilm.errors import OmniError
 
 EXAMPLE = """example:
@@ -30,15 +30,15 @@ def register(subparsers) -> None:
     )
     parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
     parser.add_argument("--system", default=None, help="system prompt")
-    parser.add_argument("--stop", action="append", default=None, help="end answers at this string (repeatable)")
     add_generation_flags(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    gen = generation_settings(args).as_kwargs()
     lm = load_model(args.model, args.device)
-    session = ChatSession(lm, system=args.system, gen={**generation_kwargs(args), "stop": getattr(args, "stop", None)})
+    session = ChatSession(lm, system=args.system, gen=gen)
     stdout.write(f"omnilm chat · {lm.name} · takes text{''.join(', ' + m for m in lm.modalities)}\n{HELP}\n")
     while True:
         line = _read_line(session.prompt(), stdin, stdout)

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+
+from omnilm.generation import GenerationSettings
 
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate (default 256)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling")
+    default = GenerationSettings()
+    parser.add_argument("--max-new-tokens", type=int, default=default.max_new_tokens,
+                        help=f"most tokens to generate (default {default.max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=default.temperature,
+                        help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--top-p", type=float, default=default.top_p, help="nucleus sampling mass when sampling")
+    parser.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens")
+    parser.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeating tokens")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (not streamed)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    parser.add_argument("--stop", action="append", default=None, help="end the answer at this string (repeatable)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu)")
 
 
-def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "seed": args.seed,
-    }
+def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The validated generation settings from the flags (checked before the slow model load)."""
+    names = {f.name for f in dataclasses.fields(GenerationSettings)}
+    return GenerationSettings.from_kwargs(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def load_model(ref: str, device: str | None = None):

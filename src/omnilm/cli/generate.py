@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from omnilm.chat import normalize_conversation
-from omnilm.cli.common import add_generation_flags, generation_kwargs, load_model
+from omnilm.cli.common import add_generation_flags, generation_settings, load_model
 from omnilm.errors import OmniError
 
 EXAMPLE = """example:
@@ -30,7 +30,6 @@ def register(subparsers) -> None:
     parser.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
     parser.add_argument("--video", action="append", default=[], help="video file (repeatable)")
     parser.add_argument("--system", default=None, help="system prompt")
-    parser.add_argument("--stop", action="append", default=None, help="end the answer at this string (repeatable)")
     parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     add_generation_flags(parser)
     parser.set_defaults(func=run)
@@ -54,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         for path in getattr(args, kind):
             if not Path(path).is_file():
                 raise OmniError(f"--{kind} {path}: no such file")
+    gen = generation_settings(args).as_kwargs()
     lm = load_model(args.model, args.device)
-    gen = {**generation_kwargs(args), "stop": getattr(args, "stop", None)}
     system = getattr(args, "system", None)
     placeholders = lm.processor.layout.placeholders
     content = build_content(args.prompt, args.image, args.audio, args.video, tuple(placeholders.values()))

@@ -18,13 +18,13 @@ before any is returned; problems are reported together, each as ``file:line: wha
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnilm.chat import parse_part
 from omnilm.config import MODALITIES
 from omnilm.errors import OmniError
 
@@ -98,21 +98,6 @@ def _media_path(item: str, media_root: Path) -> str:
     return item if item.startswith("data:") else str(media_root / item)
 
 
-def _openai_part(part: dict, media_root: Path) -> tuple[str, Any]:
-    """An OpenAI ``image_url`` / ``input_audio`` part as (modality, item)."""
-    if part["type"] == "image_url":
-        url = part.get("image_url")
-        url = url.get("url") if isinstance(url, dict) else url
-        if not isinstance(url, str):
-            raise ValueError(f'an image_url part needs {{"image_url": {{"url": ...}}}}, got {part!r}')
-        return "image", _media_path(url, media_root)
-    data = (part.get("input_audio") or {}).get("data")
-    if not isinstance(data, str):
-        raise ValueError(f'an input_audio part needs {{"input_audio": {{"data": BASE64, "format": ...}}}}, '
-                         f"got {part!r}")
-    return "audio", base64.b64decode(data)
-
-
 def _turns(raw: dict) -> list[tuple[str, Any]]:
     if "conversations" in raw:
         turns = raw["conversations"]
@@ -154,17 +139,17 @@ def parse_record(raw: Any, media_root: Path, index: int) -> Record:
         elif isinstance(content, list):
             parts = []
             for part in content:
-                kind = part.get("type") if isinstance(part, dict) else None
-                if kind == "text" and isinstance(part.get("text"), str):
-                    parts.extend(_split_placeholders(part["text"], queues, placed))
-                elif kind in MODALITIES and isinstance(part.get(kind), str) or kind in ("image_url", "input_audio"):
-                    media_kind, item = _openai_part(part, media_root) if kind not in MODALITIES else (
-                        kind, _media_path(part[kind], media_root))
-                    parts.append({"type": media_kind, media_kind: item})
-                    placed[media_kind] += 1
-                    declared[media_kind] += 1
-                else:
-                    raise ValueError(f"turn {position}: unsupported content part {part!r}")
+                modality, item = parse_part(part, f"turn {position}")
+                if modality == "text":
+                    parts.extend(_split_placeholders(item, queues, placed))
+                    continue
+                if isinstance(item, str):
+                    item = _media_path(item, media_root)
+                elif not isinstance(item, bytes):  # bytes: decoded input_audio
+                    raise ValueError(f"turn {position}: a {modality} part needs a file path or a data URL")
+                parts.append({"type": modality, modality: item})
+                placed[modality] += 1
+                declared[modality] += 1
         else:
             raise ValueError(f"turn {position}: content must be a string or a list of parts")
         messages.append({"role": role, "content": parts})

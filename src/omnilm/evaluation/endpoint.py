@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import mimetypes
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from omnilm.errors import OmniError
+from omnilm.generation import GenerationSettings
 
-logger = logging.getLogger(__name__)
+DEFAULTS = GenerationSettings()
 
 
 def _data_url(item: Any, default_mime: str) -> str:
@@ -103,17 +103,25 @@ class EndpointModel:
             raise OmniError(f"the server at {self.client.base_url} lists no models; pass the model name as MODEL")
         return models[0]
 
-    def _one(self, messages: list[dict], gen: dict) -> str:
+    def _one(self, messages: list[dict], settings: GenerationSettings) -> str:
         kwargs: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages),
-                                  "max_tokens": gen.get("max_new_tokens", 256),
-                                  "temperature": gen.get("temperature", 0.0)}
-        for key in ("top_p", "stop", "seed"):
-            if gen.get(key) is not None:
-                kwargs[key] = gen[key]
+                                  "max_tokens": settings.max_new_tokens, "temperature": settings.temperature}
+        if settings.top_p != DEFAULTS.top_p:
+            kwargs["top_p"] = settings.top_p
+        if settings.stop:
+            kwargs["stop"] = list(settings.stop)
+        if settings.seed is not None:
+            kwargs["seed"] = settings.seed
         response = self.client.chat.completions.create(**kwargs)
         return response.choices[0].message.content or ""
 
     def chat_batch(self, conversations: list[list[dict]], **gen: Any) -> list[str]:
         """Replies to several conversations (one request each, sent concurrently)."""
+        settings = GenerationSettings.from_kwargs(**gen)
+        sendable = {"max_new_tokens", "temperature", "top_p", "stop", "seed", "use_cache"}
+        unsent = [k for k, v in settings.as_kwargs().items() if k not in sendable and v != getattr(DEFAULTS, k)]
+        if unsent:
+            raise OmniError(f"an OpenAI-compatible endpoint takes only max_new_tokens, temperature, top_p, stop and "
+                            f"seed; drop {', '.join(unsent)}")
         with ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(conversations)))) as pool:
-            return list(pool.map(lambda messages: self._one(messages, gen), conversations))
+            return list(pool.map(lambda messages: self._one(messages, settings), conversations))

@@ -17,8 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnilm.chat import normalize_conversation
 from omnilm.errors import OmniError
+from omnilm.generation import GenerationRequest, GenerationSettings
 from omnilm.serve.auth import BodyLimitMiddleware, check_bearer
-from omnilm.serve.batching import BatchScheduler, GenerationRequest, QueueFullError
+from omnilm.serve.batching import BatchScheduler, QueueFullError
 from omnilm.serve.errors import APIError
 from omnilm.serve.media import MediaConverter
 from omnilm.serve.schemas import ChatCompletionRequest
@@ -86,8 +87,10 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
             except RuntimeError:  # the event loop is gone (server stopped)
                 pass
 
-        request = GenerationRequest(messages, sink, max_new_tokens=max_tokens, temperature=body.temperature,
-                                    top_p=body.top_p, stop=body.stop, seed=body.seed, ignore_eos=body.ignore_eos)
+        gen = GenerationSettings.from_kwargs(max_new_tokens=max_tokens, temperature=body.temperature,
+                                             top_p=body.top_p, stop=body.stop, seed=body.seed,
+                                             ignore_eos=body.ignore_eos)
+        request = GenerationRequest(messages, gen, sink)
         try:
             scheduler.submit(request)
         except QueueFullError as err:

@@ -1,11 +1,11 @@
 """Dynamic batching: concurrent requests are generated together in one left-padded batch.
 
 One worker thread owns the model. It takes the waiting requests (up to `max_batch_size` that share
-sampling settings), encodes them as one batch and runs HF `generate` once for all of them. A stopping
-criterion called after every generation step reads each row's new token, streams its text to that
-request, and finishes the row on its own end-of-sequence, stop string, token budget or cancellation —
-so one short answer never waits on a long one to be returned, and throughput grows with the number
-of clients. Requests that arrive during a batch form the next one.
+sampling settings), encodes them as one batch and runs `omnilm.generation.generate_batch` once for all
+of them, which streams each row's text to its request and finishes the row on its own end-of-sequence,
+stop string, token budget or cancellation — so one short answer never waits on a long one to be
+returned, and throughput grows with the number of clients. Requests that arrive during a batch form
+the next one.
 """
 
 from __future__ import annotations
@@ -14,38 +14,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from omnilm.generation import GenerationRequest, generate_batch, usage
 
 logger = logging.getLogger(__name__)
-
-Sink = Callable[[tuple], None]  # receives ("delta", text) · ("done", finish_reason, usage) · ("error", exc)
 
 
 class QueueFullError(RuntimeError):
     """The scheduler's queue is full, or it is shutting down."""
-
-
-@dataclass
-class GenerationRequest:
-    messages: list[dict]  # omnilm messages, media already decoded
-    sink: Sink
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    ignore_eos: bool = False
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def sampling_key(self) -> tuple:
-        """Requests with equal keys can share one `generate` call."""
-        sampling = ("greedy",) if self.temperature <= 0 else ("sample", self.temperature, self.top_p, self.seed)
-        return (*sampling, self.ignore_eos)
 
 
 class BatchScheduler:
@@ -114,12 +90,12 @@ class BatchScheduler:
                 break
             self._held.append(item)
         for request in [r for r in self._held if r.cancelled.is_set()]:
-            request.sink(("done", "cancelled", _usage(0, 0)))
+            request.sink(("done", "cancelled", usage(0, 0)))
         self._held = [r for r in self._held if not r.cancelled.is_set()]
         if not self._held:
             return []
-        key = self._held[0].sampling_key()
-        batch = [r for r in self._held if r.sampling_key() == key][: self.max_batch_size]
+        key = self._held[0].settings.sampling_key()
+        batch = [r for r in self._held if r.settings.sampling_key() == key][: self.max_batch_size]
         self._held = [r for r in self._held if r not in batch]
         return batch
 
@@ -136,99 +112,10 @@ class BatchScheduler:
             return
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
-        first = batch[0]
-        kwargs, _ = lm.generation_kwargs(max_new_tokens=max(r.max_new_tokens for r in batch),
-                                          temperature=first.temperature, top_p=first.top_p, seed=first.seed)
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        eos_ids = set(kwargs["generation_config"].eos_token_id or [])
-        rows = RowTracker(batch, lm.processor.tokenizer, eos_ids, prompt_lengths)
-        if first.ignore_eos:  # the whole batch shares it (sampling_key): never sample an end-of-sequence token
-            kwargs["generation_config"].suppress_tokens = sorted(eos_ids)
         started = time.monotonic()
         try:
-            with torch.no_grad():
-                lm.model.generate(**inputs, **kwargs, stopping_criteria=StoppingCriteriaList([rows]))
-        except Exception as err:
+            generate_batch(lm.model, lm.processor.tokenizer, inputs, batch)
+        except Exception:  # the unfinished rows got the error
             logger.exception("generation failed for a batch of %d", len(batch))
-            rows.fail(err)
             return
-        rows.finish_all("length")
         logger.debug("batch of %d done in %.2fs", len(batch), time.monotonic() - started)
-
-
-class RowTracker(StoppingCriteria):
-    """Called by `generate` after each step: streams each row's new text and says which rows are done."""
-
-    def __init__(self, requests: list[GenerationRequest], tokenizer, eos_ids: set[int], prompt_lengths: list[int]):
-        self.rows = [_Row(r, tokenizer, p) for r, p in zip(requests, prompt_lengths, strict=True)]
-        self.eos_ids = eos_ids
-        self._start: int | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
-        if self._start is None:
-            self._start = input_ids.shape[1] - 1  # input_ids may or may not include the prompt
-        newest = input_ids[:, -1].tolist()
-        for row, token in zip(self.rows, newest, strict=True):
-            if not row.done:
-                row.add(token, token in self.eos_ids)
-        return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
-
-    def finish_all(self, reason: str) -> None:
-        for row in self.rows:
-            if not row.done:
-                row.finish(reason)
-
-    def fail(self, err: BaseException) -> None:
-        for row in self.rows:
-            if not row.done:
-                row.done = True
-                row.request.sink(("error", err))
-
-
-class _Row:
-    """One request's generated tokens and how much of their text has been sent."""
-
-    def __init__(self, request: GenerationRequest, tokenizer, prompt_tokens: int) -> None:
-        self.request, self.tokenizer, self.prompt_tokens = request, tokenizer, int(prompt_tokens)
-        self.tokens: list[int] = []
-        self.sent = 0  # characters of the decoded text already streamed
-        self.done = False
-        self.hold = max((len(s) for s in request.stop), default=1) - 1  # a stop string may still be forming
-
-    def add(self, token: int, is_eos: bool) -> None:
-        request = self.request
-        if request.cancelled.is_set():
-            self.finish("cancelled")
-            return
-        if is_eos and not request.ignore_eos:
-            self.finish("stop", count=1)
-            return
-        self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            self._send(text[:cut])
-            self.finish("stop", flush=False)
-        elif len(self.tokens) >= request.max_new_tokens:
-            self.finish("length")
-        else:
-            ready = len(text) - self.hold
-            while ready > self.sent and text[ready - 1] == "\ufffd":  # an incomplete UTF-8 character
-                ready -= 1
-            self._send(text[:ready])
-
-    def _send(self, text: str) -> None:
-        if len(text) > self.sent:
-            self.request.sink(("delta", text[self.sent:]))
-            self.sent = len(text)
-
-    def finish(self, reason: str, count: int = 0, *, flush: bool = True) -> None:
-        """End the row; `flush` sends text held back for stop strings; `count` adds an EOS to usage."""
-        if flush and reason != "cancelled":
-            self._send(self.tokenizer.decode(self.tokens, skip_special_tokens=True))
-        self.done = True
-        self.request.sink(("done", reason, _usage(self.prompt_tokens, len(self.tokens) + count)))
-
-
-def _usage(prompt: int, completion: int) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

@@ -1,4 +1,4 @@
-"""OpenAI content parts → omnilm content parts with decoded, size-checked media.
+"""Request content parts (read by `omnilm.chat.parse_part`) → omnilm parts with decoded, size-checked media.
 
 Data URLs are always accepted. http(s) URLs are fetched only when remote media is allowed, from hosts on
 the allow-list, and only when every address the host resolves to is public (never loopback, private,
@@ -8,23 +8,17 @@ cannot redirect it. Redirects are not followed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
-import logging
 import socket
-from typing import Any
 from urllib.parse import urlsplit
 
-from omnilm.errors import MediaError
+from omnilm.chat import PART_TYPES, parse_part
+from omnilm.errors import MediaError, OmniError
 from omnilm.media import decode_data_url, load_audio, load_image, load_video
 from omnilm.serve.errors import APIError
 from omnilm.serve.settings import ServeSettings
 
-logger = logging.getLogger(__name__)
-
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")
-PART_KINDS = {"image_url": "image", "input_audio": "audio", "video_url": "video", "video": "video"}
 
 
 class MediaConverter:
@@ -36,7 +30,7 @@ class MediaConverter:
     def messages(self, messages: list) -> list[dict]:
         """omnilm messages from validated ChatMessage models; raises APIError(400/413) on bad media."""
         total = sum(1 for m in messages if isinstance(m.content, list) for p in m.content
-                    if isinstance(p, dict) and p.get("type") in PART_KINDS)
+                    if isinstance(p, dict) and PART_TYPES.get(p.get("type"), "text") != "text")
         if total > self.settings.max_media_items:
             raise APIError(400, f"the request holds {total} media items; this server takes at most "
                                 f"{self.settings.max_media_items} per request", param="messages")
@@ -45,66 +39,46 @@ class MediaConverter:
             role = "system" if message.role == "developer" else message.role
             content = message.content if message.content is not None else ""
             if isinstance(content, list):
-                content = [self._part(part, index, role) for part in content]
+                content = [self._part(part, f"messages[{index}]", role) for part in content]
             out.append({"role": role, "content": content})
         return out
 
-    def _part(self, part: dict, index: int, role: str) -> dict:
-        kind = part.get("type")
-        where = f"messages[{index}]"
-        if kind == "text":
-            if not isinstance(part.get("text"), str):
-                raise APIError(400, f"{where}: a text part needs a 'text' string", param=where)
-            return {"type": "text", "text": part["text"]}
-        if kind not in PART_KINDS:
-            raise APIError(400, f"{where}: unknown content part type {kind!r}; use text, image_url, input_audio "
-                                "or video_url", param=where)
-        modality = PART_KINDS[kind]
+    def _part(self, part: dict, where: str, role: str) -> dict:
+        try:
+            modality, value = parse_part(part, where)
+        except OmniError as err:
+            raise APIError(400, str(err), param=where) from None
+        if modality == "text":
+            return {"type": "text", "text": value}
         if role != "user":
             raise APIError(400, f"{where}: only user messages may carry media ({modality} in a {role} message)")
         if modality not in self.modalities:
             takes = ", ".join(self.modalities) or "text only"
             raise APIError(400, f"{where}: this model does not take {modality} input; it takes {takes}", param=where)
+        if part["type"] == "input_audio":
+            fmt = str(part["input_audio"].get("format", "")).lower()
+            if fmt not in AUDIO_FORMATS:
+                raise APIError(400, f"{where}: audio format {part['input_audio'].get('format')!r} is not supported; "
+                                    f"send one of {', '.join(AUDIO_FORMATS)}", param=where)
+        elif not isinstance(value, str):
+            raise APIError(400, f"{where}: the {modality} part needs a URL ('data:...;base64,...')", param=where)
         try:
-            if modality == "image":
-                return {"type": "image", "image": self._image(self._url(part, kind, where))}
-            if modality == "audio":
-                return {"type": "audio", "audio": self._audio(part.get("input_audio"), where)}
-            return {"type": "video", "video": self._video(self._url(part, kind, where))}
+            data = value if isinstance(value, bytes) else self._bytes(value, modality)
+            return {"type": modality, modality: self._load(modality, data)}
         except MediaError as err:
             raise APIError(400, f"{where}: {err}", param=where) from None
 
-    # One kind each ------------------------------------------------------------------------------
-    def _image(self, url: str):
-        return load_image(self._bytes(url, "image"), max_pixels=self.settings.max_image_pixels)
-
-    def _audio(self, value: Any, where: str) -> tuple:
-        if not isinstance(value, dict) or not isinstance(value.get("data"), str):
-            raise APIError(400, f"{where}: input_audio needs {{'data': base64 string, 'format': 'wav'}}", param=where)
-        fmt = str(value.get("format", "")).lower()
-        if fmt not in AUDIO_FORMATS:
-            raise APIError(400, f"{where}: audio format {value.get('format')!r} is not supported; "
-                                f"send one of {', '.join(AUDIO_FORMATS)}", param=where)
-        try:
-            data = base64.b64decode(value["data"], validate=True)
-        except (binascii.Error, ValueError):
-            raise APIError(400, f"{where}: input_audio data is not valid base64", param=where) from None
-        samples = load_audio(data, max_seconds=self.settings.max_audio_seconds)
-        return samples, 16_000  # load_audio resamples to 16 kHz
-
-    def _video(self, url: str) -> list:
+    def _load(self, modality: str, data: bytes):
+        """The decoded item, within the server's limits."""
+        limits = self.settings
+        if modality == "image":
+            return load_image(data, max_pixels=limits.max_image_pixels)
+        if modality == "audio":
+            return load_audio(data, max_seconds=limits.max_audio_seconds), 16_000  # load_audio resamples to 16 kHz
         if self.video_frames is None:
             raise MediaError("this model has no video support")
-        return load_video(self._bytes(url, "video"), num_frames=self.video_frames,
-                          max_pixels=self.settings.max_image_pixels, max_frames_decoded=self.settings.max_video_frames)
-
-    @staticmethod
-    def _url(part: dict, kind: str, where: str) -> str:
-        value = part.get(kind)
-        url = value.get("url") if isinstance(value, dict) else value
-        if not isinstance(url, str) or not url:
-            raise APIError(400, f"{where}: the {kind} part needs {{'url': 'data:...;base64,...'}}", param=where)
-        return url
+        return load_video(data, num_frames=self.video_frames, max_pixels=limits.max_image_pixels,
+                          max_frames_decoded=limits.max_video_frames)
 
     def _bytes(self, url: str, kind: str) -> bytes:
         if url.startswith("data:"):

@@ -25,19 +25,14 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
-    temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy (default, unlike OpenAI's 1.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)  # None, 0: greedy (unlike OpenAI's 1.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list)  # a string or up to 4 strings
     seed: int | None = None
     n: int = Field(1, ge=1, le=1)  # one choice per request
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks)
-
-    @field_validator("temperature", "top_p", mode="before")
-    @classmethod
-    def _none_means_default(cls, value: Any, info) -> Any:
-        return {"temperature": 0.0, "top_p": 1.0}[info.field_name] if value is None else value
 
     @field_validator("stop", mode="before")
     @classmethod
