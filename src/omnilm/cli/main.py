@@ -10,8 +10,8 @@ import sys
 from omnilm.errors import OmniError
 
 # Command modules in help order; each has register(subparsers) and run(args) -> int.
-COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve", "train", "data", "eval", "models",
-                   "train_dual", "index", "search")
+COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve", "train", "data", "eval", "models", "index",
+                   "search")
 
 
 def build_parser() -> argparse.ArgumentParser:
