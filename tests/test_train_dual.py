@@ -124,3 +124,40 @@ def test_train_help_names_only_files_that_exist(capsys):
     assert "configs/dual-easy-vqa.yaml" in named
     root = Path(__file__).resolve().parents[1]
     assert [name for name in sorted(named) if not (root / name).is_file()] == []
+
+
+def test_two_processes_match_one_with_the_same_micro_batches(toy, tmp_path):
+    """2 processes × 8 pairs = 1 process × 8 pairs × 2 accumulated micro-batches: the same micro-batches
+    (the same negatives), so the same losses up to float summation order. Text frozen: no dropout."""
+    import socket
+    import subprocess
+    import sys
+
+    directory, _ = toy
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
+    def run(name: str, launcher: list[str], **optim) -> dict[int, float]:
+        config = toy_train_config(directory, output_dir=str(tmp_path / name), stage={"text": {"mode": "frozen"}},
+                                  optim={"lr": 1e-2, "batch_size": 8, "max_steps": 6, "max_grad_norm": None, **optim},
+                                  log_every=1)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        result = subprocess.run([*launcher, "-m", "omnilm.cli.main", "train", str(tmp_path / f"{name}.yaml")],
+                                env={**env, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return losses(tmp_path / name)
+
+    one = run("one", [sys.executable], grad_accum=2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    two = run("two", [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                      "--main_process_port", str(port)])
+    from omnilm.training.checkpointing import latest_checkpoint
+
+    state = json.loads((latest_checkpoint(tmp_path / "two") / "trainer_state.json").read_text())
+    assert state["processes"] == 2 and state["global_batch"] == 16
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4, abs=1e-5), (step, one, two)
+    assert one[6] < one[1]  # the comparison is over a run that learns
