@@ -2,10 +2,10 @@
 
 Rows are what an objective trains on (chat records for the token loss, caption pairs for the contrastive
 loss); its collator turns a list of rows into a batch. Every chat record of every file is validated
-before training starts (errors give file and line). The order
-is a pure function of (seed, epoch, step): a global batch of `batch_size × processes × grad_accum`
-records is cut into micro-batches, and process r takes its slice of each. So resuming at step s
-reproduces the data exactly, and N processes see the same global batches as one.
+before training starts (errors give file and line). The order is a pure function of (seed, epoch,
+step): a global batch of `batch_size × processes × grad_accum` records is cut into micro-batches, and
+process r takes its slice of each. So resuming at step s reproduces the data exactly, and N processes
+see the same global batches as one.
 """
 
 from __future__ import annotations
