@@ -29,12 +29,12 @@ INDEX_IMAGES = 96
 
 
 def _model():
-    from omnilm.dual import DualEncoderConfig, DualModel
+    from omnilm.dual import DualEncoder, DualEncoderConfig
 
     try:
         config = DualEncoderConfig(vision={"source": "pkg:dinov2-small", "image_size": 56},
                                    text={"source": "pkg:minilm-l6"})
-        return DualModel.from_config(config, name="dinov2-small@56 + minilm-l6 (random heads)")
+        return DualEncoder.from_config(config, name="dinov2-small@56 + minilm-l6 (random heads)")
     except Exception as err:  # packaged weights missing: measure the pipeline on the tiny towers
         logger.warning("packaged towers unavailable (%s); indexing with the tiny test towers", err)
         from omnilm.dual.testing import tiny_dual

@@ -61,7 +61,8 @@ def run() -> dict:
             "feature_cache.enabled=false",
         ])
         trainer = Trainer(cfg)
-        model, processor = trainer.unwrapped, trainer.processor
+        objective = trainer.objective
+        model, processor = trainer.wrapper.model, trainer.wrapper.processor
         cache = FeatureCache(tmp / "features", model, processor)
 
         def trainer_steps():
@@ -73,7 +74,7 @@ def run() -> dict:
         stream = trainer_steps()
 
         def omnilm_step(with_cache: bool):
-            trainer.cache = cache if with_cache else None
+            objective.cache = cache if with_cache else None
             trainer._optimizer_step(next(stream))
 
         conversations = [r.messages for r in read_records(data)]

@@ -27,7 +27,6 @@ NOT_RUN = {
     ("data", "easy-vqa-spoken"): "speaks thousands of questions with espeak-ng (minutes)",
     ("data", "spoken"): "needs the easy-vqa example's output and speaks every question (minutes)",
     ("train", None): "trains packaged models (minutes)",
-    ("train-dual", None): "trains packaged towers (minutes)",
     ("index", None): "needs a trained dual encoder and a photo folder",
     ("search", None): "needs an index built by `omnilm index`",
 }
@@ -56,13 +55,7 @@ def reason_not_run(argv: list[str]) -> str | None:
     return reason
 
 
-def _with_known_bugs(names):  # strict: the lead drops the mark once the owner's fix is merged
-    bad_path = pytest.mark.xfail(strict=True, reason="cli/train_dual.py names configs/dual_easy_vqa.yaml "
-                                                     "(configs/dual-easy-vqa.yaml); its owner fixes the text")
-    return [pytest.param(name, marks=bad_path) if name == "train-dual" else name for name in names]
-
-
-@pytest.mark.parametrize("command", _with_known_bugs(sorted(commands())))
+@pytest.mark.parametrize("command", sorted(commands()))
 def test_help_names_only_files_that_exist_and_has_examples(command):
     parser = commands()[command]
     text = f"{parser.description or ''}\n{parser.epilog or ''}\n" + "\n".join(a.help or "" for a in parser._actions)

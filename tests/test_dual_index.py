@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from omnilm.dual import load_dual
+import omnilm
 from omnilm.dual import index as index_module
 from omnilm.dual.ann import exact_search
 from omnilm.dual.index import ImageIndex, IndexModelMismatch, build_index
@@ -21,7 +21,7 @@ COUNT = 240
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return load_dual(train_toy_dual(tmp_path_factory.mktemp("toy")))
+    return omnilm.load(train_toy_dual(tmp_path_factory.mktemp("toy")))
 
 
 @pytest.fixture

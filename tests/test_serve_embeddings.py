@@ -53,3 +53,18 @@ def test_bad_inputs_get_4xx_and_the_server_keeps_serving(served):
     with pytest.raises(openai.AuthenticationError):
         wrong_key.embeddings.create(model="m", input="hi")
     assert len(client.embeddings.create(model="m", input="still here").data) == 1
+
+
+def test_serve_picks_the_app_from_what_omnilm_load_returns(tmp_path, tiny_lm, monkeypatch):
+    """`omnilm serve` of a dual-encoder checkpoint serves embeddings; of an OmniLM checkpoint, chat."""
+    import uvicorn
+
+    from omnilm.cli.main import main
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    assert main(["serve", str(tiny_dual().save(tmp_path / "dual"))]) == 0
+    assert main(["serve", str(tiny_lm.save(tmp_path / "lm"))]) == 0
+    paths = [{route.path for route in app.routes} for app in served]
+    assert "/v1/embeddings" in paths[0] and "/v1/chat/completions" not in paths[0]
+    assert "/v1/chat/completions" in paths[1] and "/v1/embeddings" not in paths[1]

@@ -9,6 +9,7 @@ from omnilm.config import (
     VideoConfig,
     VisionConfig,
 )
+from omnilm.dual import DualEncoder, DualEncoderConfig
 from omnilm.lm import OmniLM, load
 from omnilm.model import OmniModel
 from omnilm.processor import OmniProcessor
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioConfig",
     "ConnectorConfig",
+    "DualEncoder",
+    "DualEncoderConfig",
     "LLMConfig",
     "OmniConfig",
     "OmniLM",

@@ -24,10 +24,16 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "omnilm.json"
 WEIGHTS_FILE = "model.safetensors"
+OMNI_KIND = "omni"  # what a checkpoint without a `kind` in omnilm.json holds (an OmniConfig records none)
 
 
 def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
+
+
+def checkpoint_kind(path: str | Path) -> str:
+    """The `kind` recorded in a checkpoint's omnilm.json: omni, or e.g. dual_encoder."""
+    return json.loads((Path(path) / CONFIG_FILE).read_text()).get("kind", OMNI_KIND)
 
 
 def save_checkpoint(model: OmniModel, processor: OmniProcessor, directory: str | Path, *, full: bool = False) -> Path:

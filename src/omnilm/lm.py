@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from omnilm.chat import Conversation, normalize_conversation
-from omnilm.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from omnilm.checkpoint import OMNI_KIND, checkpoint_kind, is_checkpoint, load_checkpoint, save_checkpoint
 from omnilm.config import LLMConfig, OmniConfig
 from omnilm.errors import OmniError
 from omnilm.generation import GenerationRequest, GenerationSettings, generate_batch
@@ -117,18 +117,23 @@ class OmniLM:
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
 
-def load(ref: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> OmniLM:
-    """Load an omnilm checkpoint (directory, hub id or pkg: reference), or wrap a bare causal LLM."""
+def load(ref: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    """Load an omnilm checkpoint (directory, hub id or pkg: reference), or wrap a bare causal LLM.
+
+    The `kind` in the checkpoint's omnilm.json decides what comes back: an OmniLM (no kind: every
+    OmniConfig checkpoint) or a `omnilm.dual.DualEncoder` (`"kind": "dual_encoder"`).
+    """
     ref = str(ref)
     source = resolve_source(ref)
-    if Path(source).is_dir() and is_checkpoint(source):
-        lm = OmniLM.from_pretrained(source)
+    directory = source if Path(source).is_dir() and is_checkpoint(source) else _hub_checkpoint(source)
+    if directory is None:
+        lm = OmniLM.from_config(OmniConfig(llm=LLMConfig(source=ref)), name=ref)
+    elif checkpoint_kind(directory) == OMNI_KIND:
+        lm = OmniLM.from_pretrained(directory)
     else:
-        hub_checkpoint = _hub_checkpoint(source)
-        if hub_checkpoint is not None:
-            lm = OmniLM.from_pretrained(hub_checkpoint)
-        else:
-            lm = OmniLM.from_config(OmniConfig(llm=LLMConfig(source=ref)), name=ref)
+        from omnilm.dual import DualEncoder
+
+        lm = DualEncoder.from_pretrained(directory)  # refuses a kind it does not know, naming it
     lm.name = ref
     return lm.to(device=device, dtype=dtype)
 

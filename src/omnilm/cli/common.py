@@ -34,3 +34,19 @@ def load_model(ref: str, device: str | None = None):
     import omnilm
 
     return omnilm.load(ref, device=device)
+
+
+def load_dual_encoder(ref: str, device: str | None = None):
+    """Load MODEL with `omnilm.load`, requiring a dual encoder (image search and embeddings need one)."""
+    from pathlib import Path
+
+    import omnilm
+    from omnilm.checkpoint import is_checkpoint
+    from omnilm.dual import DualEncoder
+    from omnilm.errors import OmniError
+
+    model = None if Path(ref).is_dir() and not is_checkpoint(ref) else omnilm.load(ref, device=device)
+    if not isinstance(model, DualEncoder):
+        raise OmniError(f"{ref} is not a dual-encoder checkpoint; `omnilm train configs/dual-easy-vqa.yaml` trains "
+                        "one (pass its OUTPUT/final)")
+    return model

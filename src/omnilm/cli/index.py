@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dir", help="folder of images (.png .jpg .jpeg .webp .bmp .gif .tif)")
-    parser.add_argument("--model", required=True, help="dual-encoder checkpoint (from `omnilm train-dual`)")
+    parser.add_argument("--model", required=True, help="dual-encoder checkpoint (from `omnilm train` of a dual-encoder config)")
     parser.add_argument("--out", required=True, help="index directory to create or update")
     parser.add_argument("--ann", default="auto", help="auto (HNSW from 20k images on) | exact | faiss")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -31,10 +31,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnilm.dual import load_dual
+    from omnilm.cli.common import load_dual_encoder
     from omnilm.dual.index import build_index
 
-    model = load_dual(args.model, device=args.device)
+    model = load_dual_encoder(args.model, args.device)
     report = build_index(args.dir, model, args.out, batch_size=args.batch_size, ann=args.ann, rebuild=args.rebuild)
     print(f"{args.out}: {report.total} images ({report.added} added, {report.updated} updated, "
           f"{report.removed} removed, {report.unchanged} unchanged, {len(report.skipped)} unreadable) "

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnilm.dual import load_dual
+    from omnilm.cli.common import load_dual_encoder
     from omnilm.dual.index import ImageIndex
 
     if (args.query is None) == (args.image is None):
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise OmniError("--k must be >= 1")
     index = ImageIndex.open(args.index)
-    model = load_dual(args.model or index.model_name)
+    model = load_dual_encoder(args.model or index.model_name)
     index.check_model(model)
     query = model.embed_texts([args.query]) if args.query is not None else model.embed_images([args.image])
     for hit in index.search_vectors(query, args.k, exact=args.exact)[0]:

@@ -65,21 +65,18 @@ def settings_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from omnilm.dual import DualEncoder
     from omnilm.serve import create_app
 
     settings = settings_from_args(args)  # invalid limits fail before the model loads
-    from omnilm.dual import is_dual_checkpoint
-
-    if is_dual_checkpoint(args.model):  # a CLIP-style dual encoder: POST /v1/embeddings
-        from omnilm.dual import load_dual
+    lm = load_model(args.model, args.device)
+    if isinstance(lm, DualEncoder):  # a CLIP-style dual encoder: POST /v1/embeddings
         from omnilm.serve.embeddings import create_embedding_app
 
-        dual = load_dual(args.model, device=args.device or "cpu")
-        app = create_embedding_app(dual, settings)
-        logger.info("serving embeddings of %s on http://%s:%d/v1/embeddings", dual.name, args.host, args.port)
+        app = create_embedding_app(lm, settings)
+        logger.info("serving embeddings of %s on http://%s:%d/v1/embeddings", lm.name, args.host, args.port)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
         return 0
-    lm = load_model(args.model, args.device)
     app = create_app(lm, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         logger.warning("serving on %s without an API key: anyone who can reach this port can use the model", args.host)

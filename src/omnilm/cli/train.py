@@ -1,13 +1,16 @@
-"""`omnilm train CONFIG.yaml [--set a.b=c ...]`: train any stage; resumes from the last checkpoint."""
+"""`omnilm train CONFIG.yaml [--set a.b=c ...]`: train any stage of any model kind; resumes from the last checkpoint."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 
 EXAMPLE = """examples:
   omnilm train configs/stage1-align.yaml
   omnilm train configs/stage2-lora.yaml --set optim.max_steps=200 --set stage.llm.lr=1e-4
+  omnilm train configs/dual-easy-vqa.yaml    # a CLIP-style dual encoder (model.config kind: dual_encoder), LiT
+  omnilm train configs/dual-easy-vqa.yaml --set stage.text.mode=frozen --set output_dir=runs/dual-frozen
   accelerate launch --multi_gpu --num_processes 2 -m omnilm.cli.main train configs/stage1-align.yaml
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m omnilm.cli.main train CONFIG  # 2 CPU procs
 
@@ -18,8 +21,11 @@ SIGINT / SIGTERM finish the current step, save a checkpoint and exit (code 130 /
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a model (any stage) from a YAML recipe",
-        description="Train connectors, LoRA adapters or whole parts as a training config says.",
+        help="train a model (any stage, LLM or dual encoder) from a YAML recipe",
+        description="Train connectors, LoRA adapters or whole parts as a training config says. The model's kind "
+        "picks the loss: an OmniConfig trains on chat records (token loss); a dual encoder (kind: dual_encoder) "
+        "on image-caption pairs (symmetric InfoNCE; a locked image tower's features are cached). Writes "
+        "OUTPUT/final (the model), OUTPUT/checkpoints, OUTPUT/metrics.jsonl and OUTPUT/loss.png.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
               f"run the same command to resume")
         return 128 + int(getattr(signal, result.interrupted))
     summary = f"trained {result.step} steps; model saved to {result.final_dir}"
-    if result.eval:
+    if result.eval and "eval_loss" in result.eval:
         summary += f" (eval loss {result.eval['eval_loss']:.4f})"
     print(summary)
+    if result.eval and "eval_loss" not in result.eval:
+        print(json.dumps(result.eval, indent=2))
     return 0

@@ -7,7 +7,8 @@ feature layer, pooling, frame count, mel settings). Entries are safetensors file
 so concurrent processes may fill the same cache.
 
 Layout: `ROOT/<encoder identity>/<item hash[:2]>/<item hash>.safetensors` holding one tensor `features`:
-image (T, C) · video per-frame (F, T, C) · audio clip (T_i, kC).
+image (T, C) · video per-frame (F, T, C) · audio clip (T_i, kC) · a dual encoder's pooled image (C_v,)
+(training/contrastive.py uses the store directly: its tower runs once per image before training).
 """
 
 from __future__ import annotations
@@ -64,11 +65,35 @@ def item_key(item: Any, memo: dict | None = None) -> str | None:
     return None
 
 
-class FeatureCache:
+class FeatureStore:
+    """Encoder outputs on disk, one safetensors file per (encoder identity, item key), written atomically."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, identity: str, key: str) -> Path:
+        return self.root / identity / key[:2] / f"{key}.safetensors"
+
+    def get(self, identity: str, key: str) -> torch.Tensor | None:
+        path = self._path(identity, key)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))["features"]
+        except Exception as err:  # a damaged entry is recomputed, not fatal
+            logger.warning("feature cache entry %s is unreadable (%s); recomputing it", path, err)
+            return None
+
+    def put(self, identity: str, key: str, features: torch.Tensor) -> None:
+        with atomic_path(self._path(identity, key)) as tmp:
+            save_file({"features": features.contiguous()}, str(tmp))
+
+
+class FeatureCache(FeatureStore):
     """Swap raw media in a batch for cached encoder outputs of the model's frozen encoders."""
 
     def __init__(self, root: str | Path, model, processor) -> None:
-        self.root = Path(root)
+        super().__init__(root)
         self.identities = encoder_identities(model, processor)
         self.hits = 0
         self.misses = 0
@@ -90,12 +115,12 @@ class FeatureCache:
             keys = [item_key(item, self._memo) for item in items.get(modality, [])]
             if len(keys) != len(inputs) or not all(keys):
                 continue
-            features = [self._get(identity, key) for key in keys]
+            features = [self.get(identity, key) for key in keys]
             missing = [i for i, f in enumerate(features) if f is None]
             if missing:
                 computed = self._encode(model, modality, batch, missing)
                 for i, feats in zip(missing, computed):
-                    self._put(identity, keys[i], feats)
+                    self.put(identity, keys[i], feats)
                     features[i] = feats
             self.hits += len(keys) - len(missing)
             self.misses += len(missing)
@@ -115,24 +140,6 @@ class FeatureCache:
         if modality == "image":
             return list(model.vision(batch["pixel_values"][rows].to(dtype)).cpu())  # N × (T, C)
         return [model.vision(batch["video_pixel_values"][i].to(dtype)).cpu() for i in rows]  # N × (F, T, C)
-
-    def _path(self, identity: str, key: str) -> Path:
-        return self.root / identity / key[:2] / f"{key}.safetensors"
-
-    def _get(self, identity: str, key: str) -> torch.Tensor | None:
-        path = self._path(identity, key)
-        if not path.is_file():
-            return None
-        try:
-            return load_file(str(path))["features"]
-        except Exception as err:  # a damaged entry is recomputed, not fatal
-            logger.warning("feature cache entry %s is unreadable (%s); recomputing it", path, err)
-            return None
-
-    def _put(self, identity: str, key: str, features: torch.Tensor) -> None:
-        with atomic_path(self._path(identity, key)) as tmp:
-            save_file({"features": features.contiguous()}, str(tmp))
-
 
 def _stack(modality: str, features: list[torch.Tensor]) -> torch.Tensor:
     if modality != "audio":

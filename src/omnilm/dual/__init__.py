@@ -1,19 +1,16 @@
-"""CLIP-style dual encoders: contrastive training (LiT or full), zero-shot classification, image search."""
+"""CLIP-style dual encoders: contrastive training (LiT or full, via `omnilm train`), zero-shot
+classification, image search."""
 
-from omnilm.dual.api import DualModel, embed_request, is_dual_checkpoint, load_dual
-from omnilm.dual.config import DualEncoderConfig, DualStage, DualTrainConfig, TextTowerConfig, VisionTowerConfig
-from omnilm.dual.model import DualEncoder, contrastive_loss
+from omnilm.dual.api import DualEncoder, embed_request
+from omnilm.dual.config import DualEncoderConfig, TextTowerConfig, VisionTowerConfig
+from omnilm.dual.model import DualEncoderModel, contrastive_loss
 
 __all__ = [
     "DualEncoder",
     "DualEncoderConfig",
-    "DualModel",
-    "DualStage",
-    "DualTrainConfig",
+    "DualEncoderModel",
     "TextTowerConfig",
     "VisionTowerConfig",
     "contrastive_loss",
     "embed_request",
-    "is_dual_checkpoint",
-    "load_dual",
 ]

@@ -1,9 +1,10 @@
-"""DualModel: a DualEncoder with its processor — build, save, load, embed images and texts.
+"""DualEncoder: a DualEncoderModel with its processor — build, save, load, embed images and texts.
 
 A checkpoint is a directory like every omnilm model: `omnilm.json` (the DualEncoderConfig with
 `"kind": "dual_encoder"`, each tower named by its source), `model.safetensors` (projection heads,
 temperature and any tower trained in full), the tokenizer files and `dual_preprocessor.json`.
 `save(dir, full=True)` also writes both towers (sources become `./vision`, `./text`) so it stands alone.
+`omnilm.load` reads the kind and returns a DualEncoder for such a checkpoint.
 """
 
 from __future__ import annotations
@@ -20,34 +21,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from omnilm.dual.config import DualEncoderConfig
-from omnilm.dual.model import DualEncoder
+from omnilm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_kind, is_checkpoint
+from omnilm.dual.config import KIND, DualEncoderConfig
+from omnilm.dual.model import DualEncoderModel
 from omnilm.dual.processor import DualProcessor
 from omnilm.errors import OmniError
 from omnilm.io import atomic_directory
-from omnilm.sources import resolve_source
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "omnilm.json"
-WEIGHTS_FILE = "model.safetensors"
-KIND = "dual_encoder"
 
+class DualEncoder:
+    """`model` (DualEncoderModel, an nn.Module) + `processor`; `name` is the reference it was loaded from."""
 
-def is_dual_checkpoint(path: str | Path) -> bool:
-    config = Path(path) / CONFIG_FILE
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text()).get("kind") == KIND
-    except (OSError, ValueError):
-        return False
-
-
-class DualModel:
-    """`model` (DualEncoder, an nn.Module) + `processor`; `name` is the reference it was loaded from."""
-
-    def __init__(self, model: DualEncoder, processor: DualProcessor, name: str = "dual") -> None:
+    def __init__(self, model: DualEncoderModel, processor: DualProcessor, name: str = "dual") -> None:
         self.model = model.eval()
         self.processor = processor
         self.name = name
@@ -63,10 +50,39 @@ class DualModel:
 
     @classmethod
     def from_config(cls, config: DualEncoderConfig, *, base_dir: str | Path | None = None, seed: int = 0,
-                    name: str = "dual") -> DualModel:
+                    name: str = "dual") -> DualEncoder:
         torch.manual_seed(seed)  # fresh projection heads are drawn from this seed
-        return cls(DualEncoder.from_config(config, base_dir=base_dir),
+        return cls(DualEncoderModel.from_config(config, base_dir=base_dir),
                    DualProcessor.from_config(config, base_dir=base_dir), name)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> DualEncoder:
+        """Load a dual-encoder checkpoint directory: towers from their sources, then the stored heads and
+        trained towers on top."""
+        directory = Path(directory)
+        if not is_checkpoint(directory):
+            raise OmniError(f"{directory} is not an omnilm checkpoint ({CONFIG_FILE} is missing); train a dual encoder "
+                            "with `omnilm train configs/dual-easy-vqa.yaml` or pass its output directory")
+        if checkpoint_kind(directory) != KIND:
+            raise OmniError(f"{directory} is an omnilm model but not a dual encoder (image search and embeddings "
+                            "need one, e.g. trained with `omnilm train configs/dual-easy-vqa.yaml`)")
+        config = DualEncoderConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        model = DualEncoderModel.from_config(config, base_dir=directory)
+        state = load_file(str(directory / WEIGHTS_FILE))
+        expected = set(model.trained_state_dict())
+        result = model.load_state_dict(state, strict=False)
+        if result.unexpected_keys or expected - set(state):
+            raise OmniError(f"{directory / WEIGHTS_FILE} does not match {CONFIG_FILE}: unexpected "
+                            f"{sorted(result.unexpected_keys)[:5]}, missing {sorted(expected - set(state))[:5]}")
+        return cls(model, DualProcessor.from_pretrained(directory), name=directory.name)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DualEncoder:
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @property
     def identity(self) -> str:
@@ -88,7 +104,7 @@ class DualModel:
     @torch.inference_mode()
     def embed_images(self, items: list[Any], batch_size: int = 32) -> np.ndarray:
         """Images (paths, bytes, data URLs, PIL) → unit vectors (N, D) float32. Raises MediaError on a bad item."""
-        chunks = [self.model.encode_images(self.processor.images(items[i : i + batch_size]))
+        chunks = [self.model.encode_images(self.processor.images(items[i : i + batch_size]).to(self.device))
                   for i in range(0, len(items), batch_size)]
         return _stack(chunks, self.dim)
 
@@ -97,7 +113,7 @@ class DualModel:
         """Texts → unit vectors (M, D) float32."""
         if isinstance(texts, str):
             texts = [texts]
-        chunks = [self.model.encode_texts(**self.processor.texts(texts[i : i + batch_size]))
+        chunks = [self.model.encode_texts(**_to(self.processor.texts(texts[i : i + batch_size]), self.device))
                   for i in range(0, len(texts), batch_size)]
         return _stack(chunks, self.dim)
 
@@ -120,30 +136,7 @@ class DualModel:
         return directory
 
 
-def load_dual(ref: str | Path, *, device: str = "cpu") -> DualModel:
-    """Load a dual-encoder checkpoint (directory, hub id or pkg: reference): towers from their sources,
-    then the stored heads and trained towers on top."""
-    directory = Path(resolve_source(str(ref)))
-    if not (directory / CONFIG_FILE).is_file():
-        raise OmniError(f"{ref} is not an omnilm checkpoint ({CONFIG_FILE} is missing); train a dual encoder with "
-                        "`omnilm train-dual CONFIG.yaml` or pass its output directory")
-    data = json.loads((directory / CONFIG_FILE).read_text())
-    if data.get("kind") != KIND:
-        raise OmniError(f"{ref} is an omnilm model but not a dual encoder (image search and embeddings need one, "
-                        "trained with `omnilm train-dual`)")
-    config = DualEncoderConfig.from_dict(data)
-    model = DualEncoder.from_config(config, base_dir=directory)
-    state = load_file(str(directory / WEIGHTS_FILE))
-    expected = set(model.trained_state_dict())
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys or expected - set(state):
-        raise OmniError(f"{directory / WEIGHTS_FILE} does not match {CONFIG_FILE}: unexpected "
-                        f"{sorted(result.unexpected_keys)[:5]}, missing {sorted(expected - set(state))[:5]}")
-    name = str(directory.resolve()) if Path(str(ref)).is_dir() else str(ref)  # usable from any directory
-    return DualModel(model.to(device), DualProcessor.from_pretrained(directory), name=name)
-
-
-def embed_request(model: DualModel, inputs: str | Iterable[Any]) -> list[list[float]]:
+def embed_request(model: DualEncoder, inputs: str | Iterable[Any]) -> list[list[float]]:
     """Embeddings for an OpenAI-style `input`: one string or a list; each item a text, an image data URL
     (`data:image/...`), or a mapping `{"text": ...}` / `{"image": ...}` / `{"image_url": {"url": ...}}`.
 
@@ -178,6 +171,10 @@ def _classify(item: Any, index: int) -> tuple[str, Any]:
             return "image", image
     raise OmniError(f"input[{index}]: expected a text, an image data URL, or {{'text'|'image': ...}}; "
                     f"got {type(item).__name__}")
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _stack(chunks: list[torch.Tensor], dim: int) -> np.ndarray:

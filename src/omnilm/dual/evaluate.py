@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omnilm.dual.api import DualModel
+from omnilm.dual.api import DualEncoder
 from omnilm.dual.captions import CaptionRecord
 from omnilm.dual.zeroshot import TEMPLATES, classifier_weights, zero_shot_scores
 from omnilm.metrics.retrieval import zero_shot_accuracy
@@ -34,7 +34,7 @@ def retrieval_recall(image_embeds: np.ndarray, captions: list[str], text_embeds:
     return results
 
 
-def evaluate(model: DualModel, records: list[CaptionRecord], *, image_embeds: np.ndarray | None = None,
+def retrieval_metrics(model: DualEncoder, records: list[CaptionRecord], *, image_embeds: np.ndarray | None = None,
              templates: tuple[str, ...] = TEMPLATES) -> dict[str, float]:
     """Recall@1/@5 over records with a full caption; zero-shot shape / colour accuracy where labelled."""
     if image_embeds is None:

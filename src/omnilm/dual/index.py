@@ -196,7 +196,7 @@ def _embed_pixels(model, pixels: list) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
-        return model.model.encode_images(torch.stack(pixels)).float().numpy()  # (B, D)
+        return model.model.encode_images(torch.stack(pixels).to(model.device)).float().cpu().numpy()  # (B, D)
 
 
 def _write(out: str | Path, root: Path, model, files: list, vectors: np.ndarray, *, ann: str,
@@ -205,7 +205,8 @@ def _write(out: str | Path, root: Path, model, files: list, vectors: np.ndarray,
     backend = None
     if ann != "exact" and len(files) >= ann_threshold:
         backend = BACKENDS["faiss" if ann == "auto" else ann].build(vectors)
-    manifest = {"format": FORMAT, "model": {"name": model.name, "identity": model.identity, "dim": model.dim},
+    name = str(Path(model.name).resolve()) if Path(model.name).is_dir() else model.name  # usable from any directory
+    manifest = {"format": FORMAT, "model": {"name": name, "identity": model.identity, "dim": model.dim},
                 "root": str(root), "files": files, "ann": None,
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with atomic_directory(out) as staging:

@@ -1,4 +1,4 @@
-"""DualEncoder: a vision tower and a text tower mapped into one embedding space (CLIP / LiT).
+"""DualEncoderModel: a vision tower and a text tower mapped into one embedding space (CLIP / LiT).
 
     pixel_values (N, 3, S, S) → vision tower → pooled (N, C_v) → vision_proj → unit vectors (N, D)
     input_ids (M, L)          → text tower   → pooled (M, C_t) → text_proj   → unit vectors (M, D)
@@ -59,7 +59,7 @@ def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
 
 
-class DualEncoder(nn.Module):
+class DualEncoderModel(nn.Module):
     def __init__(self, config: DualEncoderConfig, *, vision_tower: nn.Module, text_tower: nn.Module) -> None:
         super().__init__()
         self.config = config
@@ -80,7 +80,7 @@ class DualEncoder(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))  # log(1/T)
 
     @classmethod
-    def from_config(cls, config: DualEncoderConfig, *, base_dir: str | Path | None = None) -> DualEncoder:
+    def from_config(cls, config: DualEncoderConfig, *, base_dir: str | Path | None = None) -> DualEncoderModel:
         """Load both towers from their sources; fresh (seeded by the caller) projection heads."""
         import transformers
 
@@ -147,18 +147,25 @@ class DualEncoder(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_features: torch.Tensor | None = None,
+        text_index: torch.Tensor | None = None,
         positives: torch.Tensor | None = None,
         return_loss: bool = True,
     ) -> DualOutput:
-        """Images (pixels or cached features) and their paired texts (ids or cached features) → loss, logits."""
+        """Images (pixels or cached features) and their paired texts (ids or cached features) → loss, logits.
+
+        `text_index` (N,) picks text i of the batch from the given texts: each distinct caption of a batch
+        runs through the text tower once (U texts → N pairs).
+        """
         if image_features is None:
             if pixel_values is None:
-                raise ValueError("DualEncoder.forward needs pixel_values or image_features")
+                raise ValueError("DualEncoderModel.forward needs pixel_values or image_features")
             image_features = self.image_features(pixel_values)
         if text_features is None:
             if input_ids is None or attention_mask is None:
-                raise ValueError("DualEncoder.forward needs input_ids + attention_mask or text_features")
-            text_features = self.text_features(input_ids, attention_mask)
+                raise ValueError("DualEncoderModel.forward needs input_ids + attention_mask or text_features")
+            text_features = self.text_features(input_ids, attention_mask)  # (U, C_t)
+        if text_index is not None:
+            text_features = text_features[text_index]  # (U, C_t) → (N, C_t)
         image_embeds = self.embed_image_features(image_features)  # (N, D)
         text_embeds = self.embed_text_features(text_features)  # (M, D)
         logits = self.logit_scale_value * image_embeds @ text_embeds.t()  # (N, M)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from omnilm.dual.api import DualModel
+from omnilm.dual.api import DualEncoder
 from omnilm.dual.config import DualEncoderConfig
 from omnilm.io import atomic_directory
 from omnilm.testing import WIDTH, build_tokenizer, cache_root, tiny_parts
@@ -38,9 +38,9 @@ def tiny_dual_config(seed: int = 0, **overrides) -> DualEncoderConfig:
     return DualEncoderConfig(**fields)
 
 
-def tiny_dual(seed: int = 0, name: str = "tiny-dual", **overrides) -> DualModel:
-    """A random DualModel of well under 1 MB; `overrides` replace DualEncoderConfig fields."""
-    return DualModel.from_config(tiny_dual_config(seed, **overrides), seed=seed, name=name)
+def tiny_dual(seed: int = 0, name: str = "tiny-dual", **overrides) -> DualEncoder:
+    """A random DualEncoder of well under 1 MB; `overrides` replace DualEncoderConfig fields."""
+    return DualEncoder.from_config(tiny_dual_config(seed, **overrides), seed=seed, name=name)
 
 
 def write_shape_images(directory: str | Path, count: int, *, size: int = 32, seed: int = 0) -> list[Path]:
@@ -73,16 +73,35 @@ def toy_caption(path: str | Path) -> str:
     return f"a {color} {shape}"
 
 
-def train_toy_dual(directory: str | Path, *, count: int = 96, steps: int = 60, seed: int = 0) -> Path:
-    """Train a tiny dual encoder on `count` shape images under `directory`; returns its checkpoint."""
+def toy_train_config(directory: str | Path, *, steps: int = 60, seed: int = 0, **sections) -> dict:
+    """An `omnilm train` config (a mapping) for the tiny dual encoder on `directory`/train.jsonl (LiT);
+    `sections` replace top-level sections."""
+    directory = Path(directory)
+    config = {
+        "model": {"config": tiny_dual_config(seed).to_dict()},
+        "data": {"train": str(directory / "train.jsonl")},
+        "output_dir": str(directory / "run"),
+        "stage": {"name": "lit", "vision": {"mode": "frozen"}, "text": {"mode": "full", "lr": 3e-3}},
+        "optim": {"lr": 1e-2, "batch_size": 32, "max_steps": steps, "warmup_ratio": 0.05, "max_grad_norm": None},
+        "feature_cache": {"dir": str(directory / "features")},
+        "seed": seed,
+        "log_every": 20,
+    }
+    return {**config, **sections}
+
+
+def write_toy_captions(directory: str | Path, *, count: int = 96, seed: int = 0) -> Path:
+    """`count` shape images under `directory`/train-images and their captions in `directory`/train.jsonl."""
     from omnilm.dual.captions import CaptionRecord, write_caption_jsonl
-    from omnilm.dual.config import DualTrainConfig
-    from omnilm.dual.train import train_dual
 
     directory = Path(directory)
     paths = write_shape_images(directory / "train-images", count, seed=seed)
-    write_caption_jsonl([CaptionRecord(str(p), toy_caption(p)) for p in paths], directory / "train.jsonl")
-    config = DualTrainConfig(model=tiny_dual_config(seed), train=str(directory / "train.jsonl"), eval=None,
-                             output_dir=str(directory / "run"), stage={"text": {"mode": "full", "lr": 3e-3}},
-                             lr=1e-2, batch_size=32, max_steps=steps, num_threads=1, seed=seed)
-    return Path(train_dual(config).final_dir)
+    return write_caption_jsonl([CaptionRecord(str(p), toy_caption(p)) for p in paths], directory / "train.jsonl")
+
+
+def train_toy_dual(directory: str | Path, *, count: int = 96, steps: int = 60, seed: int = 0) -> Path:
+    """Train a tiny dual encoder on `count` shape images under `directory`; returns its checkpoint."""
+    from omnilm.training import TrainConfig, train
+
+    write_toy_captions(directory, count=count, seed=seed)
+    return Path(train(TrainConfig.from_dict(toy_train_config(directory, steps=steps, seed=seed))).final_dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omnilm.dual.api import DualModel
+from omnilm.dual.api import DualEncoder
 
 # A short ensemble in the spirit of CLIP's 80 ImageNet prompts: averaging smooths out any one phrasing.
 TEMPLATES = (
@@ -23,7 +23,7 @@ TEMPLATES = (
 )
 
 
-def classifier_weights(model: DualModel, classnames: list[str], templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
+def classifier_weights(model: DualEncoder, classnames: list[str], templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
     """Unit class embeddings (K, D), each the renormalised mean of its prompts' embeddings."""
     if not classnames:
         raise ValueError("zero-shot classification needs at least one class name")
@@ -40,7 +40,7 @@ def zero_shot_scores(image_embeds: np.ndarray, weights: np.ndarray) -> np.ndarra
     return image_embeds @ weights.T
 
 
-def classify(model: DualModel, images: list, classnames: list[str], templates: tuple[str, ...] = TEMPLATES,
+def classify(model: DualEncoder, images: list, classnames: list[str], templates: tuple[str, ...] = TEMPLATES,
              *, image_embeds: np.ndarray | None = None) -> list[str]:
     """The most likely class name for each image (paths, bytes, data URLs or PIL images)."""
     embeds = model.embed_images(images) if image_embeds is None else image_embeds

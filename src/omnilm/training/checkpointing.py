@@ -13,12 +13,12 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file
 
-from omnilm.checkpoint import save_checkpoint
 from omnilm.errors import OmniError
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,11 @@ def _unwrapped_name(name: str) -> str:
     return name.removeprefix("module.")  # DDP's wrapper prefix
 
 
-def save_training_checkpoint(accelerator, model, processor, output_dir: str | Path, state: dict[str, Any],
-                             keep_last: int) -> Path:
-    """Write checkpoint `step-{state['step']}` from every process, then prune to the newest `keep_last`."""
+def save_training_checkpoint(accelerator, save_model: Callable[[Path], Any], output_dir: str | Path,
+                             state: dict[str, Any], keep_last: int) -> Path:
+    """Write checkpoint `step-{state['step']}` from every process, then prune to the newest `keep_last`.
+
+    `save_model(directory)` writes the model as a loadable checkpoint (the wrapper's `save`)."""
     root = checkpoints_root(output_dir)
     final = root / f"step-{state['step']:08d}"
     staging = root / f".{final.name}.tmp"
@@ -94,7 +96,7 @@ def save_training_checkpoint(accelerator, model, processor, output_dir: str | Pa
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
     if accelerator.is_main_process:
-        save_checkpoint(accelerator.unwrap_model(model), processor, staging / MODEL_DIR)
+        save_model(staging / MODEL_DIR)
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -1,7 +1,10 @@
 """TrainConfig: one training run (any stage) as nested dataclasses, read from YAML with `--set` overrides.
 
-A stage is settings: each part (`vision`, `audio`, `connectors`, optionally one connector, `llm`) is
-`frozen | full | lora | qlora` with its own learning rate and weight decay. Every field is checked on
+The model's kind (`model.config`'s or the checkpoint's `kind`) picks the objective: an OmniConfig (no
+kind) trains on chat records with the token loss; `kind: dual_encoder` trains a CLIP-style dual encoder
+contrastively on image–caption pairs. A stage is settings: each part (`vision`, `audio`, `connectors`,
+optionally one connector, `llm`; a dual encoder's `vision`, `text`, `connectors` = its projection heads)
+is `frozen | full | lora | qlora` with its own learning rate and weight decay. Every field is checked on
 construction and errors name the field (`stage.llm.mode: ...`).
 """
 
@@ -14,7 +17,10 @@ from typing import Any
 
 import yaml
 
+from omnilm.checkpoint import CONFIG_FILE, OMNI_KIND, checkpoint_kind, is_checkpoint
 from omnilm.config import MODALITIES, OmniConfig, _coerce, _require
+from omnilm.dual.config import KIND as DUAL_KIND
+from omnilm.dual.config import DualEncoderConfig
 from omnilm.errors import ConfigError
 
 PART_MODES = ("frozen", "full", "lora", "qlora")
@@ -27,7 +33,7 @@ RESUME = ("auto", "never")
 class ModelSection:
     """Where the model comes from: exactly one of `config`, `checkpoint`, `tiny`."""
 
-    config: str | dict[str, Any] | None = None  # OmniConfig (file or inline mapping): fresh connectors
+    config: str | dict[str, Any] | None = None  # OmniConfig or DualEncoderConfig (file or mapping): fresh heads
     checkpoint: str | None = None  # an omnilm checkpoint (dir or pkg:/hub ref) to continue from, e.g. stage 1
     tiny: list[str] | None = None  # modalities of omnilm.testing.tiny_model (tests and examples)
     tiny_connector: str = "mlp"  # connector type of the tiny model
@@ -39,11 +45,36 @@ class ModelSection:
             bad = [m for m in self.tiny if m not in MODALITIES]
             _require(not bad, f"{path}.tiny", f"unknown modalities {bad}; choose from {MODALITIES}")
 
+    @property
+    def kind(self) -> str:
+        """omni (an OmniConfig records no kind) or dual_encoder, from the config or the checkpoint."""
+        if self.tiny:
+            return OMNI_KIND
+        if self.checkpoint:
+            from omnilm.sources import resolve_source
+
+            directory = resolve_source(self.checkpoint)
+            if not is_checkpoint(directory):
+                raise ConfigError(f"model.checkpoint: {self.checkpoint} is not an omnilm checkpoint "
+                                  f"({CONFIG_FILE} is missing)")
+            return checkpoint_kind(directory)
+        data = self.config_mapping()
+        return data.get("kind", OMNI_KIND) if isinstance(data, dict) else OMNI_KIND
+
+    def config_mapping(self) -> Any:
+        """`config` as read from its file (None when there is no such file: it fails when the model is built)."""
+        if self.config is None or isinstance(self.config, dict):
+            return self.config
+        path = Path(self.config)
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+
 
 @dataclass
 class DataSection:
-    train: str | list[str] = ""  # JSONL file(s): LLaVA `conversations` or OpenAI `messages` records
-    eval: str | list[str] | None = None  # held-out JSONL for the eval loss
+    # JSONL file(s): LLaVA `conversations` or OpenAI `messages` records; for a dual encoder, caption
+    # JSONL ({"image", "caption"}) or easy-vqa:train / easy-vqa:test
+    train: str | list[str] = ""
+    eval: str | list[str] | None = None  # held-out records: eval loss (LM) or Recall@K and zero-shot (dual)
     media_root: str | None = None  # media paths are relative to this (default: each JSONL file's folder)
     streaming: bool = False  # read records lazily through a datasets.IterableDataset (needs optim.max_steps)
     shuffle: bool = True  # a fresh seeded order each epoch
@@ -124,10 +155,11 @@ class StageSection:
     connectors: PartStage = field(default_factory=lambda: PartStage(mode="full"))
     per_connector: dict[str, Any] = field(default_factory=dict)  # modality → what differs from `connectors` (merged)
     llm: PartStage = field(default_factory=PartStage)
+    text: PartStage = field(default_factory=PartStage)  # a dual encoder's text tower (LiT trains it: full)
     lora: LoraSection = field(default_factory=LoraSection)
 
     def __post_init__(self) -> None:
-        for name in ("vision", "audio", "connectors", "llm"):
+        for name in ("vision", "audio", "connectors", "llm", "text"):
             setattr(self, name, _coerce(PartStage, getattr(self, name), f"stage.{name}"))
         self.lora = _coerce(LoraSection, self.lora, "stage.lora")
         if not isinstance(self.per_connector, dict):
@@ -146,6 +178,7 @@ class StageSection:
             _require(key in MODALITIES, f"{path}.per_connector.{key}", f"unknown modality; choose from {MODALITIES}")
             part.validate(f"{path}.per_connector.{key}", ("frozen", "full"))
         self.llm.validate(f"{path}.llm")
+        self.text.validate(f"{path}.text", ("frozen", "full"))
         self.lora.validate(f"{path}.lora")
 
     def connector(self, key: str) -> PartStage:
@@ -241,8 +274,28 @@ class TrainConfig:
         _require(self.keep_last >= 1, "keep_last", "must be >= 1")
         _require(not self.data.streaming or self.optim.max_steps is not None, "optim.max_steps",
                  "streaming data has no known length: set optim.max_steps")
-        if isinstance(self.model.config, dict):
-            OmniConfig.from_dict(self.model.config)  # errors name the OmniConfig field
+        if not self.model.checkpoint:  # a checkpoint's kind is read when training starts (it may need a download)
+            self.check_kind(self.model.kind)
+
+    def check_kind(self, kind: str) -> None:
+        """Refuse settings that mean nothing for this kind of model, naming the field."""
+        _require(kind in (OMNI_KIND, DUAL_KIND), "model", f"unknown model kind {kind!r}; omnilm trains "
+                 f"{OMNI_KIND} (an OmniConfig) and {DUAL_KIND} models")
+        if isinstance(self.model.config, dict):  # errors name the model config's field
+            (DualEncoderConfig if kind == DUAL_KIND else OmniConfig).from_dict(self.model.config)
+        if kind != DUAL_KIND:
+            _require(self.stage.text.mode == "frozen", "stage.text.mode", "only a dual encoder has a text tower to train")
+            return
+        for name in ("llm", "audio"):
+            _require(getattr(self.stage, name).mode == "frozen", f"stage.{name}.mode",
+                     f"a dual encoder has no {name}; its parts are vision, text and connectors (the heads)")
+        _require(self.stage.connectors.mode == "full", "stage.connectors.mode",
+                 "a dual encoder's projection heads and temperature (its connectors) are always trained")
+        _require(not self.stage.per_connector, "stage.per_connector", "a dual encoder has one pair of heads")
+        _require(self.optim.batch_size >= 2, "optim.batch_size", "contrastive training needs >= 2 pairs per batch")
+        _require(not self.data.streaming, "data.streaming", "caption pairs are read in full; use streaming: false")
+        _require(not self.optim.gradient_checkpointing, "optim.gradient_checkpointing", "is for LLMs; set it false")
+        _require(not self.export.merge_lora, "export.merge_lora", "a dual encoder has no LoRA adapters")
 
     # Files and overrides ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,16 +1,18 @@
-"""Training data: validated JSONL records → Hugging Face `datasets` → this process's micro-batches.
+"""Training data: validated rows → Hugging Face `datasets` → this process's micro-batches.
 
-Every record of every file is validated before training starts (errors give file and line). The order
-is a pure function of (seed, epoch, step): a global batch of `batch_size × processes × grad_accum`
-records is cut into micro-batches, and process r takes its slice of each. So resuming at step s
-reproduces the data exactly, and N processes see the same global batches as one.
+Rows are what an objective trains on (chat records for the token loss, caption pairs for the contrastive
+loss); its collator turns a list of rows into a batch. Every chat record of every file is validated
+before training starts (errors give file and line). The order is a pure function of (seed, epoch,
+step): a global batch of `batch_size × processes × grad_accum` records is cut into micro-batches, and
+process r takes its slice of each. So resuming at step s reproduces the data exactly, and N processes
+see the same global batches as one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,39 +91,36 @@ def media_items(conversations: list[list[dict]]) -> dict[str, list]:
 
 
 class TrainData:
-    """One split: rows in a `datasets.Dataset` (or `IterableDataset` when streaming) and the batch plan."""
+    """One split: rows in a `datasets.Dataset` (or `IterableDataset` of `stream_files`) and the batch plan."""
 
     def __init__(
         self,
-        files: list[str],
+        rows: list[dict[str, Any]],
         section: DataSection,
-        modalities: tuple[str, ...],
         *,
         micro_batch: int,
         grad_accum: int,
         world: int,
         rank: int,
         seed: int,
-        limit: int | None = None,
-        streaming: bool = False,
+        stream_files: list[str] | None = None,
     ) -> None:
         import datasets
 
-        rows = load_records(files, section.media_root, modalities, limit)  # validates everything up front
         self.num_records = len(rows)
-        self.streaming = streaming
-        if streaming:
+        self.streaming = stream_files is not None
+        if self.streaming:  # the rows were read to validate them; training reads the files again, lazily
             self.dataset = datasets.IterableDataset.from_generator(
-                _stream_rows, gen_kwargs={"files": files, "media_root": section.media_root}
+                _stream_rows, gen_kwargs={"files": stream_files, "media_root": section.media_root}
             )
         else:
             self.dataset = datasets.Dataset.from_list(rows)
         self.section = section
-        self.collator: Collator | None = None  # set by attach(processor) once the model is built
+        self.collator: Callable[[list[dict]], dict[str, Any]] | None = None  # set by attach() once the model is built
         self.micro_batch, self.grad_accum, self.world, self.rank, self.seed = micro_batch, grad_accum, world, rank, seed
 
-    def attach(self, processor: OmniProcessor) -> TrainData:
-        self.collator = Collator(processor)
+    def attach(self, collator: Callable[[list[dict]], dict[str, Any]]) -> TrainData:
+        self.collator = collator
         return self
 
     @property

@@ -8,6 +8,7 @@ frame-order embedding follows the video connector) and `llm`. A part trained in 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +75,20 @@ def part_of(name: str, model: OmniModel) -> str:
     return head
 
 
-def param_groups(model: OmniModel, stage: StageSection, optim: OptimSection) -> list[dict[str, Any]]:
-    """AdamW groups per part with its lr; weight decay on matrices only (not biases or norms)."""
+def param_groups(model: nn.Module, stage: StageSection, optim: OptimSection,
+                 part: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """AdamW groups per part with its lr; weight decay on matrices only (not biases or norms).
+
+    `part` maps a parameter name to its stage key (default: an OmniModel's `part_of`)."""
     groups: dict[tuple[str, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = part_of(name, model)
-        settings = _part_settings(stage, part)
+        part_name = part(name) if part is not None else part_of(name, model)
+        settings = _part_settings(stage, part_name)
         decay = param.ndim >= 2 and settings.weight_decay > 0
-        group = groups.setdefault((part, decay), {
-            "params": [], "part": part,
+        group = groups.setdefault((part_name, decay), {
+            "params": [], "part": part_name,
             "lr": optim.lr if settings.lr is None else settings.lr,
             "weight_decay": settings.weight_decay if decay else 0.0,
         })

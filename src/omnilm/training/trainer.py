@@ -1,8 +1,18 @@
-"""The trainer: any stage, on Hugging Face Accelerate (one process, or N under `accelerate launch`).
+"""The trainer: any stage of any kind of model, on Hugging Face Accelerate (one process, or N under
+`accelerate launch`).
 
-Loss is the mean over every assistant token of the global batch (all micro-batches of all processes),
+The trainer owns what every run shares: Accelerate, optimizer and schedule, data position, checkpoints,
+signals, metrics. What depends on the kind of model is its objective's: `LMObjective` (an OmniModel, token
+loss on chat records) or `ContrastiveObjective` (a dual encoder, InfoNCE on image–caption pairs). An
+objective gives `build(device)` → the wrapper (`.model`, `.save(dir)`) with the stage applied, and
+`train_data`; `param_groups()`; `prepare(batch, device)`; `items(batch)` and `loss(model, batch)` (summed
+over those items); `has_eval()`, `eval_metrics(model, reduce)`; `train_mode()`; `export(dir)`;
+`find_unused_parameters` (DDP).
+
+The loss is the mean over the objective's items (assistant tokens, or micro-batches) of the global batch,
 so gradient accumulation and the number of processes do not change what is optimised. SIGINT/SIGTERM
-finish the current step, write a checkpoint and return; running the same command again resumes.
+finish the current step, write a checkpoint and return; running the same command again resumes exactly
+(weights, optimizer, schedule, RNG, data position).
 """
 
 from __future__ import annotations
@@ -18,21 +28,12 @@ from typing import Any
 
 import torch
 
+from omnilm.dual.config import KIND as DUAL_KIND
 from omnilm.errors import ConfigError
-from omnilm.lm import OmniLM
-from omnilm.processor import IGNORE_INDEX
 from omnilm.training import checkpointing as ckpt
-from omnilm.training.build import build_model, make_scheduler, model_modalities, resolve_precision
+from omnilm.training.build import make_scheduler, resolve_precision
 from omnilm.training.config import TrainConfig
-from omnilm.training.data import TrainData
 from omnilm.training.metrics import MetricsLog, plot_loss
-from omnilm.training.stages import (
-    apply_stage,
-    check_qlora_support,
-    enable_gradient_checkpointing,
-    param_groups,
-    set_train_mode,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class TrainResult:
     loss: float | None  # last step's training loss
     eval: dict[str, float] | None  # last eval metrics
     interrupted: str | None = None  # the signal that stopped training (SIGINT / SIGTERM)
+    seconds: dict[str, float] | None = None  # wall time of setup (data, model, cached features), train, eval
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -57,62 +59,50 @@ def train(cfg: TrainConfig) -> TrainResult:
     return Trainer(cfg).run()
 
 
+def make_objective(cfg: TrainConfig, *, world: int, rank: int):
+    """The objective of `cfg.model`'s kind; it reads and checks the data before any model loads."""
+    kind = cfg.model.kind
+    cfg.check_kind(kind)
+    if kind == DUAL_KIND:
+        from omnilm.training.contrastive import ContrastiveObjective
+
+        return ContrastiveObjective(cfg, world=world, rank=rank)
+    from omnilm.training.lm_objective import LMObjective
+
+    return LMObjective(cfg, world=world, rank=rank)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         from accelerate import Accelerator, PartialState
         from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env, set_seed
 
+        setup_started = time.perf_counter()
         self.cfg = cfg
         opt = cfg.optim
-        if cfg.stage.llm.mode == "qlora":
-            check_qlora_support()  # before anything slow
         precision = resolve_precision(opt.mixed_precision)
         # Rank and world size before anything is loaded (on CPUs, multi-process needs ACCELERATE_USE_CPU=1).
         state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-        # Data first: every record is validated before a model is loaded.
-        modalities = model_modalities(cfg.model)
-        data_kwargs = dict(micro_batch=opt.batch_size, grad_accum=opt.grad_accum, world=state.num_processes,
-                           rank=state.process_index, seed=cfg.seed)
-        self.train_data = TrainData(cfg.data.train_files, cfg.data, modalities, streaming=cfg.data.streaming,
-                                    **data_kwargs)
-        self.eval_data = None
-        if cfg.data.eval_files:
-            self.eval_data = TrainData(cfg.data.eval_files, cfg.data, modalities, limit=cfg.data.max_eval_samples,
-                                       **data_kwargs)
+        self.objective = make_objective(cfg, world=state.num_processes, rank=state.process_index)  # data checked first
+        set_seed(cfg.seed)
+        self.wrapper = self.objective.build(state.device)
+        self.train_data = self.objective.train_data
         steps_per_epoch = self.train_data.steps_per_epoch  # also checks that one global batch fits the data
         self.total_steps = opt.max_steps or max(1, round(opt.epochs * steps_per_epoch))
-
-        set_seed(cfg.seed)
-        lm, base_dir = build_model(cfg.model, cfg.seed)
-        self.processor = lm.processor
-        model = lm.model
-        apply_stage(model, cfg.stage, base_dir=base_dir)
-        if opt.gradient_checkpointing:
-            enable_gradient_checkpointing(model, cfg.stage)
-        set_train_mode(model)
-        for data in (self.train_data, self.eval_data):
-            if data is not None:
-                data.attach(self.processor)
 
         self.accelerator = Accelerator(
             mixed_precision=precision,
             step_scheduler_with_optimizer=False,  # one schedule step per optimizer step, whatever the world size
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=len(model.connectors) > 1)],
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=self.objective.find_unused_parameters)],
         )
         ckpt.register_hooks(self.accelerator)
-        groups = param_groups(model, cfg.stage, opt)
+        groups = self.objective.param_groups()
         optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas)
         scheduler = make_scheduler(optimizer, opt, self.total_steps)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        self.unwrapped = self.accelerator.unwrap_model(self.model)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.wrapper.model, optimizer, scheduler)
         self.trainable = [p for group in groups for p in group["params"]]
-        self.cache = None
-        if cfg.feature_cache.enabled:
-            from omnilm.data.feature_cache import FeatureCache, default_root
-
-            root = cfg.feature_cache.dir or default_root()
-            self.cache = FeatureCache(root, self.unwrapped, self.processor)
         self._signal: str | None = None
+        self.seconds = {"setup": time.perf_counter() - setup_started}
 
     # Main loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -139,6 +129,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not acc.is_main_process,
                    desc=f"train {cfg.stage.name}", dynamic_ncols=True)
         step, loss, eval_metrics = state["step"], None, None
+        train_started = time.perf_counter()
         last_saved = state["step"] if resume_from is not None else None
         steps = self.train_data.steps(state["epoch"], state["step_in_epoch"])
         with self._signals():
@@ -161,44 +152,48 @@ class Trainer:
                                  "grad_norm": grad_norm, "samples_per_s": rate, "samples": state["samples"]})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
-                if self.eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0 \
+                if self.objective.has_eval() and cfg.eval_every and step % cfg.eval_every == 0 \
                         and step < self.total_steps:
                     eval_metrics = self._evaluate(step, metrics)
                 stop = self._stop_requested()
                 if stop or (cfg.save_every and step % cfg.save_every == 0) or step == self.total_steps:
-                    ckpt.save_training_checkpoint(acc, self.model, self.processor, output, dict(state), cfg.keep_last)
+                    ckpt.save_training_checkpoint(acc, self.wrapper.save, output, dict(state), cfg.keep_last)
                     last_saved = step
                 if stop:
                     break
                 started = time.perf_counter()
         bar.close()
+        self.seconds["train"] = time.perf_counter() - train_started
         if self._signal is not None:
             logger.warning("stopped by %s at step %d; checkpoint saved — run the same command to resume",
                            self._signal, step)
             if metrics is not None:
                 metrics.close()
-            return TrainResult(str(output), step, self.total_steps, None, loss, eval_metrics, self._signal)
+            return TrainResult(str(output), step, self.total_steps, None, loss, eval_metrics, self._signal,
+                               self.seconds)
         if last_saved != step:
-            ckpt.save_training_checkpoint(acc, self.model, self.processor, output, dict(state), cfg.keep_last)
-        if self.eval_data is not None:
+            ckpt.save_training_checkpoint(acc, self.wrapper.save, output, dict(state), cfg.keep_last)
+        if self.objective.has_eval():
+            eval_started = time.perf_counter()
             eval_metrics = self._evaluate(step, metrics)
+            self.seconds["eval"] = time.perf_counter() - eval_started
         final = self._export(output / FINAL_DIR)
         if metrics is not None:
             metrics.close()
             plot_loss(output / METRICS_FILE, output / LOSS_PNG)
-        return TrainResult(str(output), step, self.total_steps, str(final), loss, eval_metrics)
+        return TrainResult(str(output), step, self.total_steps, str(final), loss, eval_metrics, seconds=self.seconds)
 
     def _optimizer_step(self, micro: list[dict[str, Any]]) -> tuple[float, float | None]:
         """Accumulate gradients over this process's micro-batches, sync once, step. Returns (loss, grad norm)."""
-        acc, world = self.accelerator, self.accelerator.num_processes
-        batches = [self._prepare_batch(batch) for batch in micro]
-        local_items = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        items = self._sum(torch.tensor(float(local_items), device=acc.device))  # assistant tokens, global batch
+        acc, world, objective = self.accelerator, self.accelerator.num_processes, self.objective
+        batches = [objective.prepare(batch, acc.device) for batch in micro]
+        local_items = sum(objective.items(batch) for batch in batches)
+        items = self._sum(torch.tensor(float(local_items), device=acc.device))  # the global batch's items
         total = torch.zeros((), device=acc.device)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.model):
-                loss, _, _ = self._token_loss(batch, items)  # this micro-batch's token sum / global token count
+                loss = objective.loss(self.model, batch) / items  # this micro-batch's sum / the global count
                 acc.backward(loss * world)  # DDP averages gradients over processes; undo that
             total += loss.detach().float()
         grad_norm = None
@@ -209,59 +204,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return float(self._sum(total)), grad_norm
 
-    @torch.no_grad()
     def _evaluate(self, step: int, metrics: MetricsLog | None) -> dict[str, float]:
-        """Mean loss and next-token accuracy over the assistant tokens of the eval records (all processes)."""
-        self.model.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.accelerator.device)  # loss sum, tokens, correct
-        for batch in self.eval_data.shard():
-            loss, logits, targets = self._token_loss(self._prepare_batch(batch), 1)  # loss = sum over tokens
-            correct = (logits.argmax(-1) == targets).sum()
-            sums += torch.stack([loss.double(), torch.tensor(targets.numel()).double(), correct.double()]).to(sums)
-        sums = self._sum(sums)
-        set_train_mode(self.unwrapped)
-        result = {"eval_loss": float(sums[0] / sums[1]), "eval_token_accuracy": float(sums[2] / sums[1])}
-        logger.info("step %d: eval loss %.4f, token accuracy %.3f", step, *result.values())
+        result = self.objective.eval_metrics(self.model, self._sum)
+        self.objective.train_mode()
+        logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
         if metrics is not None:
             metrics.log({"step": step, **result})
         return result
 
-    def _token_loss(self, batch: dict[str, Any], items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cross-entropy summed over the assistant tokens, divided by `items`; plus their logits and targets.
-
-        The LM head runs only where the next token is a label (a boolean `logits_to_keep`): the same loss
-        and gradients as the full (B, L, V) logits, without computing and storing them.
-        """
-        labels = batch.pop("labels")  # (B, L)
-        targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, L): token t predicts t+1
-        keep = targets != IGNORE_INDEX  # (B, L)
-        logits = self.model(**batch, logits_to_keep=keep).logits.float()  # (N_label_tokens, V)
-        targets = targets[keep]  # (N_label_tokens,)
-        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / items
-        return loss, logits, targets
-
     # Helpers ------------------------------------------------------------------------------------
-    def _prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        batch = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        if self.cache is not None:
-            return self.cache.apply(self.unwrapped, batch)
-        batch.pop("media_items", None)
-        return batch
-
     def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes == 1:
             return tensor
         return self.accelerator.reduce(tensor, reduction="sum")
 
     def _export(self, directory: Path) -> Path:
-        """Save the trained model as an omnilm checkpoint (adapters merged when export.merge_lora)."""
         if self.accelerator.is_main_process:
-            model = self.unwrapped
-            if self.cfg.export.merge_lora and model.config.lora is not None:
-                from omnilm.lora import merge_lora
-
-                merge_lora(model)
-            OmniLM(model, self.processor).save(directory, full=self.cfg.export.full)
+            self.objective.export(directory)
             logger.info("saved the trained model to %s", directory)
         self.accelerator.wait_for_everyone()
         return directory

@@ -1,0 +1,120 @@
+"""The token objective: cross-entropy over the assistant tokens of chat records, for an OmniModel (any stage).
+
+Loss is the mean over every assistant token of the global batch (all micro-batches of all processes),
+so gradient accumulation and the number of processes do not change what is optimised.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnilm.processor import IGNORE_INDEX
+from omnilm.training.build import build_model, model_modalities
+from omnilm.training.config import TrainConfig
+from omnilm.training.data import Collator, TrainData, load_records
+from omnilm.training.stages import (
+    apply_stage,
+    check_qlora_support,
+    enable_gradient_checkpointing,
+    param_groups,
+    set_train_mode,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class LMObjective:
+    def __init__(self, cfg: TrainConfig, *, world: int, rank: int) -> None:
+        self.cfg = cfg
+        if cfg.stage.llm.mode == "qlora":
+            check_qlora_support()  # before anything slow
+        data = cfg.data
+        modalities = model_modalities(cfg.model)
+        kwargs = {"micro_batch": cfg.optim.batch_size, "grad_accum": cfg.optim.grad_accum, "world": world,
+                  "rank": rank, "seed": cfg.seed}
+        rows = load_records(data.train_files, data.media_root, modalities)  # validates every record up front
+        self.train_data = TrainData(rows, data, stream_files=data.train_files if data.streaming else None, **kwargs)
+        self.eval_data = None
+        if data.eval_files:
+            rows = load_records(data.eval_files, data.media_root, modalities, data.max_eval_samples)
+            self.eval_data = TrainData(rows, data, **kwargs)
+
+    def build(self, device: torch.device):
+        cfg = self.cfg
+        self.lm, base_dir = build_model(cfg.model, cfg.seed)
+        model = self.lm.model
+        apply_stage(model, cfg.stage, base_dir=base_dir)
+        if cfg.optim.gradient_checkpointing:
+            enable_gradient_checkpointing(model, cfg.stage)
+        set_train_mode(model)
+        for data in (self.train_data, self.eval_data):
+            if data is not None:
+                data.attach(Collator(self.lm.processor))
+        self.find_unused_parameters = len(model.connectors) > 1
+        self.cache = None
+        if cfg.feature_cache.enabled:
+            from omnilm.data.feature_cache import FeatureCache, default_root
+
+            self.cache = FeatureCache(cfg.feature_cache.dir or default_root(), model, self.lm.processor)
+        return self.lm
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return param_groups(self.lm.model, self.cfg.stage, self.cfg.optim)
+
+    def prepare(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        if self.cache is not None:
+            return self.cache.apply(self.lm.model, batch)
+        batch.pop("media_items", None)
+        return batch
+
+    def items(self, batch: dict[str, Any]) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # assistant tokens
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return self._token_loss(model, batch)[0]
+
+    def has_eval(self) -> bool:
+        return self.eval_data is not None
+
+    @torch.no_grad()
+    def eval_metrics(self, model: torch.nn.Module, reduce) -> dict[str, float]:
+        """Mean loss and next-token accuracy over the assistant tokens of the eval records (all processes)."""
+        model.eval()
+        device = next(self.lm.model.parameters()).device
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, tokens, correct
+        for batch in self.eval_data.shard():
+            loss, logits, targets = self._token_loss(model, self.prepare(batch, device))
+            correct = (logits.argmax(-1) == targets).sum()
+            sums += torch.stack([loss.double(), torch.tensor(targets.numel()).double(), correct.double()]).to(sums)
+        sums = reduce(sums)
+        return {"eval_loss": float(sums[0] / sums[1]), "eval_token_accuracy": float(sums[2] / sums[1])}
+
+    def train_mode(self) -> None:
+        set_train_mode(self.lm.model)
+
+    def export(self, directory: Path) -> None:
+        """The trained model as an omnilm checkpoint (adapters merged when export.merge_lora)."""
+        if self.cfg.export.merge_lora and self.lm.model.config.lora is not None:
+            from omnilm.lora import merge_lora
+
+            merge_lora(self.lm.model)
+        self.lm.save(directory, full=self.cfg.export.full)
+
+    @staticmethod
+    def _token_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cross-entropy summed over the assistant tokens; plus their logits and targets.
+
+        The LM head runs only where the next token is a label (a boolean `logits_to_keep`): the same loss
+        and gradients as the full (B, L, V) logits, without computing and storing them.
+        """
+        labels = batch.pop("labels")  # (B, L)
+        targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, L): token t predicts t+1
+        keep = targets != IGNORE_INDEX  # (B, L)
+        logits = model(**batch, logits_to_keep=keep).logits.float()  # (N_label_tokens, V)
+        targets = targets[keep]  # (N_label_tokens,)
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum"), logits, targets
