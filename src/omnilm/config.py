@@ -223,6 +223,3 @@ class OmniConfig:
         """Read a config from .json, .yaml or .yml."""
         return cls.from_dict(read_mapping(path, "config file"))
 
-
-# Until every importer moved to omnilm.configkit.
-_require, _coerce = require, coerce

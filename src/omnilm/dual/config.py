@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from omnilm.config import DTYPES, _coerce, _require
+from omnilm.config import DTYPES
+from omnilm.configkit import check_fields, coerce, require
 from omnilm.errors import ConfigError
 
 KIND = "dual_encoder"  # the `kind` in omnilm.json (and in a training config's model.config) of a dual encoder
@@ -31,10 +32,10 @@ class VisionTowerConfig:
     trust_remote_code: bool = False  # off unless asked: remote code runs on load
 
     def validate(self, path: str = "vision") -> None:
-        _require(bool(self.source), f"{path}.source", "must name a vision model (hub id, directory or pkg:)")
-        _require(self.image_size is None or self.image_size >= 14, f"{path}.image_size", "must be >= 14 or null")
-        _require(self.pooling in VISION_POOLING, f"{path}.pooling", f"{self.pooling!r} is not one of {VISION_POOLING}")
-        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        require(bool(self.source), f"{path}.source", "must name a vision model (hub id, directory or pkg:)")
+        require(self.image_size is None or self.image_size >= 14, f"{path}.image_size", "must be >= 14 or null")
+        require(self.pooling in VISION_POOLING, f"{path}.pooling", f"{self.pooling!r} is not one of {VISION_POOLING}")
+        require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
 
 
 @dataclass
@@ -46,10 +47,10 @@ class TextTowerConfig:
     trust_remote_code: bool = False
 
     def validate(self, path: str = "text") -> None:
-        _require(bool(self.source), f"{path}.source", "must name a text encoder (hub id, directory or pkg:)")
-        _require(self.pooling in TEXT_POOLING, f"{path}.pooling", f"{self.pooling!r} is not one of {TEXT_POOLING}")
-        _require(self.max_length >= 4, f"{path}.max_length", "must be >= 4")
-        _require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        require(bool(self.source), f"{path}.source", "must name a text encoder (hub id, directory or pkg:)")
+        require(self.pooling in TEXT_POOLING, f"{path}.pooling", f"{self.pooling!r} is not one of {TEXT_POOLING}")
+        require(self.max_length >= 4, f"{path}.max_length", "must be >= 4")
+        require(self.dtype in DTYPES, f"{path}.dtype", f"{self.dtype!r} is not one of {DTYPES}")
 
 
 @dataclass
@@ -63,21 +64,20 @@ class DualEncoderConfig:
     trained_parts: list[str] = field(default_factory=list)  # towers whose weights a checkpoint stores
 
     def __post_init__(self) -> None:
-        self.vision = _coerce(VisionTowerConfig, self.vision, "vision")
-        self.text = _coerce(TextTowerConfig, self.text, "text")
+        check_fields(self)
         self.validate()
 
     def validate(self) -> None:
-        _require(self.vision is not None, "vision", "a dual encoder needs a vision tower")
-        _require(self.text is not None, "text", "a dual encoder needs a text tower")
+        require(self.vision is not None, "vision", "a dual encoder needs a vision tower")
+        require(self.text is not None, "text", "a dual encoder needs a text tower")
         self.vision.validate()
         self.text.validate()
-        _require(self.projection_dim >= 1, "projection_dim", "must be >= 1")
-        _require(self.projection in PROJECTIONS, "projection", f"{self.projection!r} is not one of {PROJECTIONS}")
-        _require(0 < self.init_temperature <= 1, "init_temperature", "must be in (0, 1]")
-        _require(self.max_logit_scale >= 1 / self.init_temperature, "max_logit_scale", "must be >= 1/init_temperature")
+        require(self.projection_dim >= 1, "projection_dim", "must be >= 1")
+        require(self.projection in PROJECTIONS, "projection", f"{self.projection!r} is not one of {PROJECTIONS}")
+        require(0 < self.init_temperature <= 1, "init_temperature", "must be in (0, 1]")
+        require(self.max_logit_scale >= 1 / self.init_temperature, "max_logit_scale", "must be >= 1/init_temperature")
         for part in self.trained_parts:
-            _require(part in TOWERS, "trained_parts", f"unknown part {part!r}; choose from {TOWERS}")
+            require(part in TOWERS, "trained_parts", f"unknown part {part!r}; choose from {TOWERS}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": KIND, **dataclasses.asdict(self)}
@@ -90,5 +90,5 @@ class DualEncoderConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"dual encoder config must be a mapping, got {type(data).__name__}")
         data = {k: v for k, v in data.items() if k != "kind"}
-        return _coerce(cls, data, "model")
+        return coerce(cls, data, "model")
 

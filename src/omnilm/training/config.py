@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from omnilm.checkpoint import CONFIG_FILE, OMNI_KIND, checkpoint_kind, is_checkpoint
-from omnilm.config import MODALITIES, OmniConfig, _coerce, _require
+from omnilm.config import MODALITIES, OmniConfig
+from omnilm.configkit import apply_overrides, check_fields, coerce, read_mapping, require
 from omnilm.dual.config import KIND as DUAL_KIND
 from omnilm.dual.config import DualEncoderConfig
 from omnilm.errors import ConfigError
@@ -40,10 +41,10 @@ class ModelSection:
 
     def validate(self, path: str = "model") -> None:
         given = [name for name in ("config", "checkpoint", "tiny") if getattr(self, name)]
-        _require(len(given) == 1, path, f"set exactly one of config, checkpoint, tiny (got {given or 'none'})")
+        require(len(given) == 1, path, f"set exactly one of config, checkpoint, tiny (got {given or 'none'})")
         if self.tiny is not None:
             bad = [m for m in self.tiny if m not in MODALITIES]
-            _require(not bad, f"{path}.tiny", f"unknown modalities {bad}; choose from {MODALITIES}")
+            require(not bad, f"{path}.tiny", f"unknown modalities {bad}; choose from {MODALITIES}")
 
     @property
     def kind(self) -> str:
@@ -93,21 +94,10 @@ class DataSection:
         return [self.eval] if isinstance(self.eval, str) else list(self.eval)
 
     def validate(self, path: str = "data") -> None:
-        _require(bool(self.train_files) and all(self.train_files), f"{path}.train", "name at least one JSONL file")
-        _require(self.shuffle_buffer >= 1, f"{path}.shuffle_buffer", "must be >= 1")
-        _require(self.num_workers >= 0, f"{path}.num_workers", "must be >= 0")
-        _require(self.max_eval_samples is None or self.max_eval_samples > 0, f"{path}.max_eval_samples", "must be > 0")
-
-
-def _floats(section: Any) -> None:
-    """YAML reads `1e-3` as a string (it wants `1.0e-3`): turn such strings in float fields into numbers."""
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if str(f.type).startswith("float") and isinstance(value, str):
-            try:
-                setattr(section, f.name, float(value))
-            except ValueError:
-                raise TypeError(f"{f.name} must be a number, got {value!r}") from None
+        require(bool(self.train_files) and all(self.train_files), f"{path}.train", "name at least one JSONL file")
+        require(self.shuffle_buffer >= 1, f"{path}.shuffle_buffer", "must be >= 1")
+        require(self.num_workers >= 0, f"{path}.num_workers", "must be >= 0")
+        require(self.max_eval_samples is None or self.max_eval_samples > 0, f"{path}.max_eval_samples", "must be > 0")
 
 
 @dataclass
@@ -116,13 +106,10 @@ class PartStage:
     lr: float | None = None  # None: optim.lr
     weight_decay: float = 0.0  # AdamW decay on matrices (never on biases and norms)
 
-    def __post_init__(self) -> None:
-        _floats(self)
-
     def validate(self, path: str, modes: tuple[str, ...] = PART_MODES) -> None:
-        _require(self.mode in modes, f"{path}.mode", f"{self.mode!r} is not one of {modes}")
-        _require(self.lr is None or self.lr >= 0, f"{path}.lr", "must be >= 0")
-        _require(self.weight_decay >= 0, f"{path}.weight_decay", "must be >= 0")
+        require(self.mode in modes, f"{path}.mode", f"{self.mode!r} is not one of {modes}")
+        require(self.lr is None or self.lr >= 0, f"{path}.lr", "must be >= 0")
+        require(self.weight_decay >= 0, f"{path}.weight_decay", "must be >= 0")
 
 
 @dataclass
@@ -132,13 +119,10 @@ class LoraSection:
     dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"  # PEFT names, e.g. [q_proj, v_proj]
 
-    def __post_init__(self) -> None:
-        _floats(self)
-
     def validate(self, path: str = "stage.lora") -> None:
-        _require(self.r >= 1, f"{path}.r", "must be >= 1")
-        _require(0 <= self.dropout < 1, f"{path}.dropout", "must be in [0, 1)")
-        _require(bool(self.target_modules), f"{path}.target_modules", "name modules or use 'all-linear'")
+        require(self.r >= 1, f"{path}.r", "must be >= 1")
+        require(0 <= self.dropout < 1, f"{path}.dropout", "must be in [0, 1)")
+        require(bool(self.target_modules), f"{path}.target_modules", "name modules or use 'all-linear'")
 
     def peft_settings(self) -> dict[str, Any]:
         return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
@@ -159,14 +143,10 @@ class StageSection:
     lora: LoraSection = field(default_factory=LoraSection)
 
     def __post_init__(self) -> None:
-        for name in ("vision", "audio", "connectors", "llm", "text"):
-            setattr(self, name, _coerce(PartStage, getattr(self, name), f"stage.{name}"))
-        self.lora = _coerce(LoraSection, self.lora, "stage.lora")
-        if not isinstance(self.per_connector, dict):
-            raise TypeError("per_connector must map a modality to part settings")
+        check_fields(self, "stage")
         base = dataclasses.asdict(self.connectors)  # an override names only what differs from `connectors`
         self.per_connector = {
-            k: _coerce(PartStage, {**base, **v} if isinstance(v, dict) else v, f"stage.per_connector.{k}")
+            k: coerce(PartStage, {**base, **v} if isinstance(v, dict) else v, f"stage.per_connector.{k}")
             for k, v in self.per_connector.items()
         }
 
@@ -175,7 +155,7 @@ class StageSection:
         self.audio.validate(f"{path}.audio", ("frozen", "full"))
         self.connectors.validate(f"{path}.connectors", ("frozen", "full"))
         for key, part in self.per_connector.items():
-            _require(key in MODALITIES, f"{path}.per_connector.{key}", f"unknown modality; choose from {MODALITIES}")
+            require(key in MODALITIES, f"{path}.per_connector.{key}", f"unknown modality; choose from {MODALITIES}")
             part.validate(f"{path}.per_connector.{key}", ("frozen", "full"))
         self.llm.validate(f"{path}.llm")
         self.text.validate(f"{path}.text", ("frozen", "full"))
@@ -200,21 +180,18 @@ class OptimSection:
     mixed_precision: str = "auto"  # auto: bf16 on GPUs that support it, else fp32 · no | bf16 | fp16
     gradient_checkpointing: bool = False  # recompute LLM activations in backward: less memory, ~30% slower
 
-    def __post_init__(self) -> None:
-        _floats(self)
-
     def validate(self, path: str = "optim") -> None:
-        _require(self.lr > 0, f"{path}.lr", "must be > 0")
-        _require(self.batch_size >= 1, f"{path}.batch_size", "must be >= 1")
-        _require(self.grad_accum >= 1, f"{path}.grad_accum", "must be >= 1")
-        _require(self.epochs > 0, f"{path}.epochs", "must be > 0")
-        _require(self.max_steps is None or self.max_steps >= 1, f"{path}.max_steps", "must be >= 1")
-        _require(self.warmup_steps is None or self.warmup_steps >= 0, f"{path}.warmup_steps", "must be >= 0")
-        _require(0 <= self.warmup_ratio < 1, f"{path}.warmup_ratio", "must be in [0, 1)")
-        _require(self.schedule in SCHEDULES, f"{path}.schedule", f"{self.schedule!r} is not one of {SCHEDULES}")
-        _require(self.max_grad_norm is None or self.max_grad_norm > 0, f"{path}.max_grad_norm", "must be > 0")
-        _require(len(self.betas) == 2, f"{path}.betas", "must be two numbers")
-        _require(self.mixed_precision in PRECISIONS, f"{path}.mixed_precision",
+        require(self.lr > 0, f"{path}.lr", "must be > 0")
+        require(self.batch_size >= 1, f"{path}.batch_size", "must be >= 1")
+        require(self.grad_accum >= 1, f"{path}.grad_accum", "must be >= 1")
+        require(self.epochs > 0, f"{path}.epochs", "must be > 0")
+        require(self.max_steps is None or self.max_steps >= 1, f"{path}.max_steps", "must be >= 1")
+        require(self.warmup_steps is None or self.warmup_steps >= 0, f"{path}.warmup_steps", "must be >= 0")
+        require(0 <= self.warmup_ratio < 1, f"{path}.warmup_ratio", "must be in [0, 1)")
+        require(self.schedule in SCHEDULES, f"{path}.schedule", f"{self.schedule!r} is not one of {SCHEDULES}")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, f"{path}.max_grad_norm", "must be > 0")
+        require(len(self.betas) == 2, f"{path}.betas", "must be two numbers")
+        require(self.mixed_precision in PRECISIONS, f"{path}.mixed_precision",
                  f"{self.mixed_precision!r} is not one of {PRECISIONS}")
 
 
@@ -253,13 +230,7 @@ class TrainConfig:
     resume: str = "auto"  # auto: continue from the newest checkpoint in output_dir · never · or a checkpoint dir
 
     def __post_init__(self) -> None:
-        self.model = _coerce(ModelSection, self.model, "model")
-        self.data = _coerce(DataSection, self.data, "data")
-        self.stage = _coerce(StageSection, self.stage, "stage")
-        self.optim = _coerce(OptimSection, self.optim, "optim")
-        self.optim.betas = tuple(self.optim.betas)
-        self.feature_cache = _coerce(FeatureCacheSection, self.feature_cache, "feature_cache")
-        self.export = _coerce(ExportSection, self.export, "export")
+        check_fields(self)
         self.validate()
 
     def validate(self) -> None:
@@ -267,35 +238,35 @@ class TrainConfig:
         self.data.validate()
         self.stage.validate()
         self.optim.validate()
-        _require(bool(self.output_dir), "output_dir", "must name a directory")
+        require(bool(self.output_dir), "output_dir", "must name a directory")
         for name in ("log_every", "eval_every", "save_every"):
             value = getattr(self, name)
-            _require(value is None or value >= 1, name, "must be >= 1")
-        _require(self.keep_last >= 1, "keep_last", "must be >= 1")
-        _require(not self.data.streaming or self.optim.max_steps is not None, "optim.max_steps",
+            require(value is None or value >= 1, name, "must be >= 1")
+        require(self.keep_last >= 1, "keep_last", "must be >= 1")
+        require(not self.data.streaming or self.optim.max_steps is not None, "optim.max_steps",
                  "streaming data has no known length: set optim.max_steps")
         if not self.model.checkpoint:  # a checkpoint's kind is read when training starts (it may need a download)
             self.check_kind(self.model.kind)
 
     def check_kind(self, kind: str) -> None:
         """Refuse settings that mean nothing for this kind of model, naming the field."""
-        _require(kind in (OMNI_KIND, DUAL_KIND), "model", f"unknown model kind {kind!r}; omnilm trains "
+        require(kind in (OMNI_KIND, DUAL_KIND), "model", f"unknown model kind {kind!r}; omnilm trains "
                  f"{OMNI_KIND} (an OmniConfig) and {DUAL_KIND} models")
         if isinstance(self.model.config, dict):  # errors name the model config's field
             (DualEncoderConfig if kind == DUAL_KIND else OmniConfig).from_dict(self.model.config)
         if kind != DUAL_KIND:
-            _require(self.stage.text.mode == "frozen", "stage.text.mode", "only a dual encoder has a text tower to train")
+            require(self.stage.text.mode == "frozen", "stage.text.mode", "only a dual encoder has a text tower to train")
             return
         for name in ("llm", "audio"):
-            _require(getattr(self.stage, name).mode == "frozen", f"stage.{name}.mode",
+            require(getattr(self.stage, name).mode == "frozen", f"stage.{name}.mode",
                      f"a dual encoder has no {name}; its parts are vision, text and connectors (the heads)")
-        _require(self.stage.connectors.mode == "full", "stage.connectors.mode",
+        require(self.stage.connectors.mode == "full", "stage.connectors.mode",
                  "a dual encoder's projection heads and temperature (its connectors) are always trained")
-        _require(not self.stage.per_connector, "stage.per_connector", "a dual encoder has one pair of heads")
-        _require(self.optim.batch_size >= 2, "optim.batch_size", "contrastive training needs >= 2 pairs per batch")
-        _require(not self.data.streaming, "data.streaming", "caption pairs are read in full; use streaming: false")
-        _require(not self.optim.gradient_checkpointing, "optim.gradient_checkpointing", "is for LLMs; set it false")
-        _require(not self.export.merge_lora, "export.merge_lora", "a dual encoder has no LoRA adapters")
+        require(not self.stage.per_connector, "stage.per_connector", "a dual encoder has one pair of heads")
+        require(self.optim.batch_size >= 2, "optim.batch_size", "contrastive training needs >= 2 pairs per batch")
+        require(not self.data.streaming, "data.streaming", "caption pairs are read in full; use streaming: false")
+        require(not self.optim.gradient_checkpointing, "optim.gradient_checkpointing", "is for LLMs; set it false")
+        require(not self.export.merge_lora, "export.merge_lora", "a dual encoder has no LoRA adapters")
 
     # Files and overrides ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -308,37 +279,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a training config must be a mapping, got {type(data).__name__}")
-        return _coerce(cls, data, "config")
+        return coerce(cls, data, "")
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         """Read YAML (or JSON), then apply `a.b=c` overrides. Relative paths are relative to the working dir."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a training config must be a mapping")
-        for item in overrides or []:
-            apply_override(data, item)
-        return cls.from_dict(data)
+        return cls.from_dict(apply_overrides(read_mapping(path, "training config"), overrides or []))
 
-
-def apply_override(data: dict[str, Any], item: str) -> None:
-    """Set `a.b.c=value` in nested `data`; the value is parsed as YAML (numbers, lists, null)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected key.path=value")
-    value = yaml.safe_load(raw) if raw else ""
-    *parents, leaf = key.split(".")
-    node = data
-    for depth, name in enumerate(parents):
-        child = node.get(name)
-        if child is None:
-            child = node[name] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parents[: depth + 1])} is not a section")
-        node = child
-    node[leaf] = value
