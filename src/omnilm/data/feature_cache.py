@@ -37,12 +37,17 @@ def default_root() -> Path:
 
 def weights_digest(module: torch.nn.Module) -> str:
     """sha256 of a module's parameter and buffer names, dtypes, shapes and bytes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    return state_digest(module.state_dict()).hexdigest()
+
+
+def state_digest(state: dict[str, torch.Tensor], digest=None):
+    """`digest` (a hashlib object; default a new sha256) updated with each tensor's name, dtype, shape and bytes."""
+    digest = digest or hashlib.sha256()
+    for name, tensor in sorted(state.items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+    return digest
 
 
 def item_key(item: Any, memo: dict | None = None) -> str | None:

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from omnilm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_kind, is_checkpoint
+from omnilm.data.feature_cache import state_digest
 from omnilm.dual.config import KIND, DualEncoderConfig
 from omnilm.dual.model import DualEncoderModel
 from omnilm.dual.processor import DualProcessor
@@ -89,11 +90,8 @@ class DualEncoder:
         """sha256 of the config and the stored weights: an index records it and refuses other models."""
         if self._identity is None:
             digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-            for key, tensor in sorted(self.model.trained_state_dict().items()):
-                tensor = tensor.detach().cpu().contiguous().reshape(-1)
-                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-                digest.update(tensor.view(torch.uint8).numpy().tobytes())
-            self._identity = digest.hexdigest()
+            flat = {k: v.reshape(-1) for k, v in self.model.trained_state_dict().items()}  # shapes as indexes hold them
+            self._identity = state_digest(flat, digest).hexdigest()
         return self._identity
 
     def forget_identity(self) -> None:

@@ -46,7 +46,8 @@ def tiny_dual(seed: int = 0, name: str = "tiny-dual", **overrides) -> DualEncode
 def write_shape_images(directory: str | Path, count: int, *, size: int = 32, seed: int = 0) -> list[Path]:
     """`count` PNGs of a coloured square/disc on white, named by content (e.g. `0007-red-disc.png`)."""
     import numpy as np
-    from PIL import Image, ImageDraw
+
+    from omnilm.data.toy import shape_image
 
     colors = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220), "yellow": (230, 210, 20)}
     directory = Path(directory)
@@ -56,11 +57,9 @@ def write_shape_images(directory: str | Path, count: int, *, size: int = 32, see
     for i in range(count):
         color = list(colors)[i % len(colors)]
         shape = ("square", "disc")[(i // len(colors)) % 2]
-        image = Image.new("RGB", (size, size), "white")
-        draw = ImageDraw.Draw(image)
         x, y = rng.integers(0, size // 4, 2)
         box = (int(x), int(y), int(x) + size // 2 + 4, int(y) + size // 2 + 4)
-        (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=colors[color])
+        image = shape_image({"disc": "circle"}.get(shape, shape), colors[color], size=size, box=box)
         path = directory / f"{i:04d}-{color}-{shape}.png"
         image.save(path)
         paths.append(path)

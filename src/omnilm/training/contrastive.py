@@ -126,7 +126,7 @@ class ContrastiveObjective:
         processor = dual.processor
         identity = hashlib.sha256(json.dumps({
             "dual_vision": dual.config.vision.__dict__, "weights": weights_digest(dual.model.vision_tower),
-            "pixels": [processor.image_size, processor.mean.flatten().tolist(), processor.std.flatten().tolist()],
+            "pixels": [processor.image_size, list(processor.mean), list(processor.std)],
         }, sort_keys=True).encode()).hexdigest()[:24]
         memo: dict = {}
         keys = [item_key(r.image, memo) for r in records]
