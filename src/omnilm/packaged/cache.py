@@ -2,8 +2,8 @@
 
 An entry is a directory `$OMNILM_CACHE/<name>/` holding a plain transformers checkpoint and a `.complete`
 marker (JSON: the fingerprint of what it was built from, and the size and sha256 of every file). It is
-built in a temporary sibling directory and moved into place with `os.replace` only once the marker is
-written, so an interrupted conversion never leaves a half-written entry under the final name. An entry
+built in a temporary sibling directory (`omnilm.io.atomic_directory`) and moved into place only once the
+marker is written, so an interrupted conversion never leaves a half-written entry under the final name. An entry
 whose marker is missing, unreadable, stale (other fingerprint) or disagrees with the files is rebuilt.
 """
 
@@ -15,13 +15,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from omnilm.errors import OmniError
+from omnilm.io import atomic_directory
 from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -179,23 +179,14 @@ def build_entry(name: str, fingerprint: dict, build: Callable[[Path], None], ver
             return entry
         if status != "missing":
             logger.warning("Cache entry %s is unusable (%s); rebuilding it.", entry, status)
-        for leftover in root.glob(f".tmp-{name}-*"):  # from conversions that were killed
+        for leftover in root.glob(f".{name}.*-*"):  # staging left by conversions that were killed
             _remove(leftover)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-        try:
+        with atomic_directory(entry) as tmp:
             build(tmp)
             _remove(tmp / ".work")
             tidy_tokenizer_config(tmp)
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
             marker = {"fingerprint": fingerprint, "files": _file_table(tmp)}
             (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
-            if entry.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-old-", dir=root))
-                os.replace(entry, trash / name)
-                _remove(trash)
-            os.replace(tmp, entry)
-        except BaseException:
-            _remove(tmp)
-            raise
     logger.info("Cached %s in %s", name, entry)
     return entry
