@@ -84,7 +84,7 @@ def test_corrupted_chunk_is_a_checksum_error_and_caches_nothing(fake, shipped):
     with pytest.raises(ChecksumError, match=r"(?s)chunk 2/3 .*sha256.*--force-reinstall --no-deps"):
         resolve("pkg:fake")
     assert not (cache_dir() / "fake").exists()
-    assert not list(cache_dir().glob(".fake.*"))  # no staging left behind
+    assert not list(cache_dir().glob(".fake.tmp-*"))  # no staging left behind
 
 
 def test_truncated_chunk_is_reported_with_its_size(tmp_path):

@@ -179,7 +179,7 @@ def build_entry(name: str, fingerprint: dict, build: Callable[[Path], None], ver
             return entry
         if status != "missing":
             logger.warning("Cache entry %s is unusable (%s); rebuilding it.", entry, status)
-        for leftover in root.glob(f".{name}.*-*"):  # staging left by conversions that were killed
+        for leftover in [*root.glob(f".{name}.tmp-*"), *root.glob(f".{name}.old-*")]:  # from killed conversions
             _remove(leftover)
         with atomic_directory(entry) as tmp:
             build(tmp)
