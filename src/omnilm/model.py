@@ -20,6 +20,8 @@ from omnilm.sources import resolve_source
 logger = logging.getLogger(__name__)
 
 HEAD_PREFIXES = ("connectors.", "video.", "fusion.")  # always trained, always saved
+MEDIA_INPUTS = ("pixel_values", "audio_features", "audio_tokens", "video_pixel_values",  # from the processor
+                "image_features", "audio_embeds", "video_frame_features")  # from the feature cache, in their place
 
 
 class OmniModel(nn.Module):
@@ -190,38 +192,20 @@ class OmniModel(nn.Module):
         return embeds, None
 
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_tokens: torch.Tensor | None = None,
-        video_pixel_values: torch.Tensor | None = None,
-        image_features: torch.Tensor | None = None,
-        audio_embeds: torch.Tensor | None = None,
-        video_frame_features: torch.Tensor | None = None,
-        **llm_kwargs,
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None, **inputs: torch.Tensor | None,
     ):
-        """Returns the LLM's output (loss when `labels` (B, L) is given, logits (B, L, V))."""
-        embeds, context = self.embed(
-            input_ids,
-            pixel_values=pixel_values,
-            audio_features=audio_features,
-            audio_tokens=audio_tokens,
-            video_pixel_values=video_pixel_values,
-            image_features=image_features,
-            audio_embeds=audio_embeds,
-            video_frame_features=video_frame_features,
-        )
+        """The LLM's output (loss when `labels` (B, L) is given, logits (B, L, V)). `inputs` holds the processor's
+        media tensors (MEDIA_INPUTS, as `encode_media` takes them) and any further LLM keyword arguments."""
+        media = {key: inputs.pop(key) for key in MEDIA_INPUTS if key in inputs}
+        embeds, context = self.embed(input_ids, **media)
         with self._fused(context):
-            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **llm_kwargs)
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **inputs)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """New token ids (B, N_new). Media is encoded once; later steps reuse the LLM's KV cache."""
-        media_keys = ("pixel_values", "audio_features", "audio_tokens", "video_pixel_values")
-        media = {k: kwargs.pop(k, None) for k in media_keys}
+        media = {key: kwargs.pop(key) for key in MEDIA_INPUTS if key in kwargs}
         embeds, context = self.embed(input_ids, **media)
         with self._fused(context):  # gated_xattn: media keys/values are computed on the first step and reused
             return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)

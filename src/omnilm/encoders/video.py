@@ -7,10 +7,10 @@ from torch import nn
 
 
 class VideoEncoder(nn.Module):
-    """frames (N, F, 3, S, S) → features (N, (F/p)·T, C).
+    """Per-frame features of the shared vision encoder (N, F, T, C) → video features (N, (F/p)·T, C).
 
-    Frames go through the shared vision encoder, groups of p consecutive frames are averaged, and a
-    learned per-position embedding marks each pooled frame's place in time.
+    Groups of p consecutive frames are averaged, and a learned per-position embedding marks each pooled
+    frame's place in time.
     """
 
     def __init__(self, *, num_frames: int, temporal_pool: int, dim: int) -> None:
@@ -18,14 +18,6 @@ class VideoEncoder(nn.Module):
         self.temporal_pool = temporal_pool
         self.num_slots = num_frames // temporal_pool
         self.frame_position = nn.Parameter(torch.randn(self.num_slots, dim) * 0.02)  # (F/p, C)
-
-    def num_tokens(self, tokens_per_frame: int) -> int:
-        return self.num_slots * tokens_per_frame
-
-    def forward(self, frames: torch.Tensor, vision: nn.Module) -> torch.Tensor:
-        n, f = frames.shape[:2]
-        per_frame = vision(frames.flatten(0, 1))  # (N·F, T, C)
-        return self.pool(per_frame.unflatten(0, (n, f)))
 
     def pool(self, per_frame: torch.Tensor) -> torch.Tensor:
         """Per-frame vision features (N, F, T, C) → (N, (F/p)·T, C)."""

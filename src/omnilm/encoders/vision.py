@@ -67,17 +67,13 @@ class VisionEncoder(nn.Module):
         tower_config = vision_tower_config(tower.config)
         self.num_prefix = prefix_token_count(tower.config)
         self.grid = image_size // tower_config.patch_size
-        self.pooled_grid = pooled_grid(self.grid, pooling, pool_size)
+        pooled_grid(self.grid, pooling, pool_size)  # refuses a grid that pixel_shuffle cannot split
         self.interpolate = image_size != getattr(tower_config, "image_size", image_size)
         self.hidden_size = tower_config.hidden_size
 
     @property
     def out_dim(self) -> int:
         return self.hidden_size * (self.pool_size**2 if self.pooling == "pixel_shuffle" else 1)
-
-    @property
-    def num_tokens(self) -> int:
-        return (0 if self.drop_cls else self.num_prefix) + self.pooled_grid**2
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}

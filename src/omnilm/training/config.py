@@ -27,7 +27,6 @@ from omnilm.errors import ConfigError
 PART_MODES = ("frozen", "full", "lora", "qlora")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-RESUME = ("auto", "never")
 
 
 @dataclass
