@@ -57,12 +57,12 @@ def test_beam_search_works_and_cuts_at_stop_strings_but_does_not_stream(lm):
         ({"do_sample": False, "temperature": 0.7}, "drop one of them"),
         ({"max_tokens": 5}, re.escape("unknown generation setting 'max_tokens' (did you mean 'max_new_tokens'?)")),
         ({"max_length": 20}, "give max_new_tokens"),
-        ({"temperature": "hot"}, "temperature must be a number >= 0"),
-        ({"top_p": 0}, r"top_p must be a number in \(0, 1\]"),
-        ({"num_beams": 0}, "num_beams must be an integer >= 1"),
+        ({"temperature": "hot"}, "generation.temperature: expected a number, got 'hot'"),
+        ({"top_p": 0}, r"generation.top_p: must be in \(0, 1\]"),
+        ({"num_beams": 0}, "generation.num_beams: must be >= 1"),
         ({"min_new_tokens": 9, "max_new_tokens": 4}, "lower min_new_tokens"),
-        ({"stop": [""]}, "stop must be non-empty strings"),
-        ({"do_sample": "yes"}, "do_sample must be true or false"),
+        ({"stop": [""]}, "stop strings must not be empty"),
+        ({"do_sample": "yes"}, "generation.do_sample: expected true or false"),
     ],
 )
 def test_bad_or_contradictory_settings_are_refused_clearly(lm, gen, phrase):

@@ -54,8 +54,8 @@ def coerce(cls: type, value: Any, path: str, *, root: str = "config") -> Any:
 def check_fields(obj: Any, path: str = "") -> None:
     """Normalise and check, in place, every field of dataclass `obj` and of the sections nested in it."""
     hints = _hints(type(obj))
-    for f in dataclasses.fields(obj):
-        setattr(obj, f.name, _check(getattr(obj, f.name), hints[f.name], _join(path, f.name)))
+    for f in dataclasses.fields(obj):  # object.__setattr__: frozen dataclasses are normalised too
+        object.__setattr__(obj, f.name, _check(getattr(obj, f.name), hints[f.name], _join(path, f.name)))
 
 
 def read_mapping(path: str | Path, what: str) -> dict[str, Any]:

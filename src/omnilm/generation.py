@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from omnilm.configkit import check_fields, require
 from omnilm.errors import OmniError
 
 Sink = Callable[[tuple], None]  # receives ("delta", text) · ("done", finish_reason, usage) · ("error", exc)
@@ -40,16 +41,22 @@ class GenerationSettings:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        object.__setattr__(self, "stop", stop)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            test, expected = _RULES[f.name]
-            if not (value is None and f.default is None or test(value)):
-                raise OmniError(f"generation setting {f.name} must be {expected}, got {value!r}")
-        if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
-            raise OmniError(f"min_new_tokens={self.min_new_tokens} is more than max_new_tokens={self.max_new_tokens}; "
-                            "lower min_new_tokens or raise max_new_tokens")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        check_fields(self, "generation")  # types, named: generation.temperature: expected a number, got 'hot'
+        for name in ("max_new_tokens", "num_beams", "top_k"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, f"generation.{name}", f"must be >= 1, got {value}")
+        for name in ("temperature", "no_repeat_ngram_size", "min_new_tokens"):  # temperature 0: greedy
+            value = getattr(self, name)
+            require(value is None or value >= 0, f"generation.{name}", f"must be >= 0, got {value}")
+        require(0 < self.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {self.top_p}")
+        require(self.repetition_penalty is None or self.repetition_penalty > 0, "generation.repetition_penalty",
+                f"must be > 0, got {self.repetition_penalty}")
+        require(all(self.stop), "generation.stop", "stop strings must not be empty")
+        require(self.min_new_tokens is None or self.min_new_tokens <= self.max_new_tokens, "generation.min_new_tokens",
+                f"{self.min_new_tokens} is more than max_new_tokens={self.max_new_tokens}; lower min_new_tokens or "
+                "raise max_new_tokens")
 
     @classmethod
     def from_kwargs(cls, **gen: Any) -> GenerationSettings:
@@ -65,8 +72,8 @@ class GenerationSettings:
             raise OmniError("max_length counts the prompt's tokens too; give max_new_tokens (the answer's length)")
         gen = {k: v for k, v in gen.items() if v is not None}  # None: the default
         do_sample = gen.pop("do_sample", None)
-        if do_sample is not None and not isinstance(do_sample, bool):
-            raise OmniError(f"generation setting do_sample must be true or false, got {do_sample!r}")
+        require(do_sample is None or isinstance(do_sample, bool), "generation.do_sample",
+                f"expected true or false, got {do_sample!r}")
         if do_sample and "temperature" not in gen:
             gen["temperature"] = 1.0
         settings = cls(**gen)
@@ -111,30 +118,6 @@ class GenerationSettings:
             suppress_tokens=eos_ids if self.ignore_eos else None,  # never sample an end-of-sequence token
             use_cache=self.use_cache,
         )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-_RULES = {  # field: (test of a value, what it must be); None passes where it is the default
-    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: greedy)"),
-    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "top_k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "stop": (lambda v: all(isinstance(s, str) and s for s in v), "non-empty strings"),
-    "seed": (_is_int, "an integer"),
-    "num_beams": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "min_new_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "ignore_eos": (lambda v: isinstance(v, bool), "true or false"),
-    "use_cache": (lambda v: isinstance(v, bool), "true or false"),
-}
 
 
 @dataclass
