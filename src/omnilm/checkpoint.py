@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -38,19 +39,42 @@ def checkpoint_kind(path: str | Path) -> str:
 
 def save_checkpoint(model: OmniModel, processor: OmniProcessor, directory: str | Path, *, full: bool = False) -> Path:
     """Write a checkpoint atomically: an interrupted save leaves any previous checkpoint intact."""
-    directory = Path(directory)
     config = copy.deepcopy(model.config)
+    state = model.head_state_dict()
+
+    def parts(staging: Path) -> dict:
+        _save_parts(model, processor, config, staging)
+        config.trained_parts = []  # the parts now live in subdirectories; keep only heads and adapters here
+        return {k: v for k, v in state.items() if not k.startswith(("llm.", "vision.", "audio.")) or "lora_" in k}
+
+    return write_checkpoint(directory, config, state, processor, parts if full else None)
+
+
+def write_checkpoint(directory: str | Path, config, state: dict, processor,
+                     write_parts: Callable[[Path], dict] | None = None, **metadata: str) -> Path:
+    """The one checkpoint layout, written atomically: `write_parts(staging)` (a full save) stores the base
+    parts and returns the state left for model.safetensors; then the weights, omnilm.json (`config`, whose
+    sources `write_parts` may repoint) and the processor's files."""
+    directory = Path(directory)
     with atomic_directory(directory) as staging:
-        if full:
-            _save_parts(model, processor, config, staging)
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.head_state_dict().items()}
-        if full:  # the parts now live in subdirectories; keep only heads and adapters here
-            state = {k: v for k, v in state.items() if not k.startswith(("llm.", "vision.", "audio.")) or "lora_" in k}
-            config.trained_parts = []
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1"})
+        if write_parts is not None:
+            state = write_parts(staging)
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1", **metadata})
         (staging / CONFIG_FILE).write_text(config.to_json())
         processor.save_pretrained(staging)
     return directory
+
+
+def load_weights(model, directory: Path, expected: set[str]) -> None:
+    """Overlay `directory`'s model.safetensors on `model`; it must hold exactly the `expected` stored weights."""
+    weights = directory / WEIGHTS_FILE
+    state = load_file(str(weights))
+    result = model.load_state_dict(state, strict=False)
+    missing = expected - set(state)
+    if result.unexpected_keys or missing:
+        raise OmniError(f"{weights} does not match the model built from {CONFIG_FILE}: "
+                        f"unexpected {sorted(result.unexpected_keys)[:5]}, missing {sorted(missing)[:5]}")
 
 
 def _save_parts(model: OmniModel, processor: OmniProcessor, config: OmniConfig, staging: Path) -> None:
@@ -89,14 +113,6 @@ def load_checkpoint(directory: str | Path) -> tuple[OmniModel, OmniProcessor]:
         from omnilm.lora import attach_lora
 
         attach_lora(model, lora)
-    weights = directory / WEIGHTS_FILE
-    if weights.is_file():
-        state = load_file(str(weights))
-        missing = set(model.head_state_dict()) - set(state)
-        result = model.load_state_dict(state, strict=False)
-        if result.unexpected_keys or missing:
-            raise OmniError(
-                f"{weights} does not match the model built from {CONFIG_FILE}: "
-                f"unexpected {sorted(result.unexpected_keys)[:5]}, missing {sorted(missing)[:5]}"
-            )
+    if (directory / WEIGHTS_FILE).is_file():
+        load_weights(model, directory, set(model.head_state_dict()))
     return model, processor

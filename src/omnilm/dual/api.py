@@ -19,15 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from omnilm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_kind, is_checkpoint
+from omnilm.checkpoint import CONFIG_FILE, checkpoint_kind, is_checkpoint, load_weights, write_checkpoint
 from omnilm.data.feature_cache import state_digest
 from omnilm.dual.config import KIND, DualEncoderConfig
 from omnilm.dual.model import DualEncoderModel
 from omnilm.dual.processor import DualProcessor
 from omnilm.errors import OmniError
-from omnilm.io import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +67,7 @@ class DualEncoder:
                             "need one, e.g. trained with `omnilm train configs/dual-easy-vqa.yaml`)")
         config = DualEncoderConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
         model = DualEncoderModel.from_config(config, base_dir=directory)
-        state = load_file(str(directory / WEIGHTS_FILE))
-        expected = set(model.trained_state_dict())
-        result = model.load_state_dict(state, strict=False)
-        if result.unexpected_keys or expected - set(state):
-            raise OmniError(f"{directory / WEIGHTS_FILE} does not match {CONFIG_FILE}: unexpected "
-                            f"{sorted(result.unexpected_keys)[:5]}, missing {sorted(expected - set(state))[:5]}")
+        load_weights(model, directory, set(model.trained_state_dict()))
         return cls(model, DualProcessor.from_pretrained(directory), name=directory.name)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DualEncoder:
@@ -118,20 +111,17 @@ class DualEncoder:
     # Checkpoints ----------------------------------------------------------------------------------------
     def save(self, directory: str | Path, *, full: bool = False) -> Path:
         """Write a checkpoint atomically (an interrupted save leaves the previous one intact)."""
-        directory = Path(directory)
         config = copy.deepcopy(self.config)
-        with atomic_directory(directory) as staging:
-            state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.trained_state_dict().items()}
-            if full:
-                self.model.vision_tower.save_pretrained(staging / "vision")
-                self.model.text_tower.save_pretrained(staging / "text")
-                config.vision.source, config.text.source = "./vision", "./text"
-                config.trained_parts = []
-                state = {k: v for k, v in state.items() if not k.startswith(("vision_tower.", "text_tower."))}
-            save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1", "kind": KIND})
-            (staging / CONFIG_FILE).write_text(config.to_json())
-            self.processor.save_pretrained(staging)
-        return directory
+        state = self.model.trained_state_dict()
+
+        def towers(staging: Path) -> dict:
+            self.model.vision_tower.save_pretrained(staging / "vision")
+            self.model.text_tower.save_pretrained(staging / "text")
+            config.vision.source, config.text.source = "./vision", "./text"
+            config.trained_parts = []
+            return {k: v for k, v in state.items() if not k.startswith(("vision_tower.", "text_tower."))}
+
+        return write_checkpoint(directory, config, state, self.processor, towers if full else None, kind=KIND)
 
 
 def embed_request(model: DualEncoder, inputs: str | Iterable[Any]) -> list[list[float]]:
