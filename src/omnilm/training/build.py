@@ -10,6 +10,7 @@ import torch
 from omnilm.config import OmniConfig
 from omnilm.errors import ConfigError
 from omnilm.lm import OmniLM
+from omnilm.sources import resolve_source
 from omnilm.training.config import ModelSection, OptimSection
 
 logger = logging.getLogger(__name__)
@@ -24,36 +25,26 @@ def build_model(section: ModelSection, seed: int) -> tuple[OmniLM, Path | None]:
         return tiny_model(tuple(section.tiny), section.tiny_connector), None
     if section.checkpoint:
         from omnilm.checkpoint import load_checkpoint
-        from omnilm.sources import resolve_source
 
         directory = Path(resolve_source(section.checkpoint))
         model, processor = load_checkpoint(directory)
         return OmniLM(model, processor, name=section.checkpoint), directory
-    if isinstance(section.config, dict):
-        config = OmniConfig.from_dict(section.config)
-    else:
-        config = OmniConfig.from_file(section.config)
-    return OmniLM.from_config(config), None
+    return OmniLM.from_config(model_config(section)), None
 
 
-def model_modalities(section: ModelSection) -> tuple[str, ...]:
-    """The modalities the model will take, read from configs only (nothing is loaded)."""
+def model_config(section: ModelSection) -> OmniConfig:
+    """The OmniConfig of the model to train, read from configs only (nothing is loaded)."""
     if section.tiny:
         from omnilm.testing import tiny_config
 
-        return tiny_config(tuple(section.tiny), section.tiny_connector).modalities
+        return tiny_config(tuple(section.tiny), section.tiny_connector)
     if section.checkpoint:
         from omnilm.checkpoint import CONFIG_FILE
-        from omnilm.sources import resolve_source
 
-        path = Path(resolve_source(section.checkpoint)) / CONFIG_FILE
-        if not path.is_file():
-            raise ConfigError(f"model.checkpoint: {section.checkpoint} is not an omnilm checkpoint "
-                              f"({CONFIG_FILE} is missing)")
-        return OmniConfig.from_file(path).modalities
+        return OmniConfig.from_file(Path(resolve_source(section.checkpoint)) / CONFIG_FILE)
     if isinstance(section.config, dict):
-        return OmniConfig.from_dict(section.config).modalities
-    return OmniConfig.from_file(section.config).modalities
+        return OmniConfig.from_dict(section.config)
+    return OmniConfig.from_file(section.config)
 
 
 def resolve_precision(value: str) -> str:

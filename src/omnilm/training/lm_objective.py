@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from omnilm.processor import IGNORE_INDEX
-from omnilm.training.build import build_model, model_modalities
+from omnilm.training.build import build_model, model_config
 from omnilm.training.config import TrainConfig
 from omnilm.training.data import Collator, TrainData, load_records
 from omnilm.training.stages import (
@@ -33,7 +33,7 @@ class LMObjective:
         if cfg.stage.llm.mode == "qlora":
             check_qlora_support()  # before anything slow
         data = cfg.data
-        modalities = model_modalities(cfg.model)
+        modalities = model_config(cfg.model).modalities
         kwargs = {"micro_batch": cfg.optim.batch_size, "grad_accum": cfg.optim.grad_accum, "world": world,
                   "rank": rank, "seed": cfg.seed}
         rows = load_records(data.train_files, data.media_root, modalities)  # validates every record up front
