@@ -58,7 +58,7 @@ def test_generate_checks_files_before_loading_the_model(capsys):
 
 def test_generation_flags_are_validated_before_loading_the_model(capsys):
     assert main(["generate", "/no/such/model", "--prompt", "x", "--top-p", "0"]) == 2
-    assert "top_p must be a number in (0, 1]" in capsys.readouterr().err
+    assert "generation.top_p: must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_generate_takes_transformers_flags_and_refuses_streaming_beams(checkpoint, capsys):
