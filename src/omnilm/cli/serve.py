@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(lm, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         logger.warning("serving on %s without an API key: anyone who can reach this port can use the model", args.host)
-    logger.info("serving %s on http://%s:%d (web page at /, API at /v1)", app.state.settings.model_id or lm.name,
+    logger.info("serving %s on http://%s:%d (web page at /, API at /v1)", settings.model_id or lm.name,
                 args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=args.timeout)
     return 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -37,7 +37,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
                                max_queue=settings.max_queue)
     converter = MediaConverter(settings, tuple(lm.modalities), lm.processor.layout.video_frames)
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         logger.info("shutting down: finishing queued and running requests")
@@ -67,10 +67,8 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def sink(event: tuple) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (server stopped)
                 loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop is gone (server stopped)
-                pass
 
         gen = GenerationSettings.from_kwargs(max_new_tokens=max_tokens, temperature=body.temperature,
                                              top_p=body.top_p, stop=body.stop, seed=body.seed,
