@@ -45,7 +45,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
 
     app, auth = api_app(settings, title="omnilm", model_id=model_id, modalities=tuple(lm.modalities),
                         closing=lambda: scheduler.closing, lifespan=lifespan)
-    app.state.lm, app.state.scheduler = lm, scheduler
+    app.state.scheduler = scheduler  # for statistics (tests, benchmarks)
 
     @app.get("/v1/models/{name:path}", dependencies=auth)
     async def model(name: str) -> dict:
@@ -153,7 +153,6 @@ def api_app(settings: ServeSettings, *, title: str, model_id: str, modalities: t
     (503 while `closing()`) and GET /v1/models behind the bearer key. Returns the app and the dependencies
     that check the key, for its other routes."""
     app = FastAPI(title=title, lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.state.settings = settings
     app.state.model_card = {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "omnilm",
                             "modalities": ["text", *modalities]}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
