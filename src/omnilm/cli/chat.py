@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from omnilm.cli.common import add_generation_flags, generation_settings, load_model
+import omnilm
+from omnilm.cli.common import add_command, add_generation_flags, generation_settings
 from omnilm.errors import OmniError
 
 EXAMPLE = """example:
@@ -21,23 +22,17 @@ HELP = "commands: /image PATH, /audio PATH, /video PATH, /reset, /help, /quit"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "chat",
-        help="chat in the terminal",
-        description="Chat with a model in the terminal; answers stream as they are generated.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "chat", run, help="chat in the terminal", epilog=EXAMPLE,
+                         description="Chat with a model in the terminal; answers stream as they are generated.")
     parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
     parser.add_argument("--system", default=None, help="system prompt")
     add_generation_flags(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     gen = generation_settings(args).as_kwargs()
-    lm = load_model(args.model, args.device)
+    lm = omnilm.load(args.model, device=args.device)
     session = ChatSession(lm, system=args.system, gen=gen)
     stdout.write(f"omnilm chat · {lm.name} · takes text{''.join(', ' + m for m in lm.modalities)}\n{HELP}\n")
     while True:

@@ -1,11 +1,24 @@
-"""Helpers shared by CLI commands: model loading, generation flags, media flags."""
+"""Helpers shared by CLI commands: the command parser, generation flags, flags → dataclass fields."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
+import omnilm
+from omnilm.checkpoint import is_checkpoint
+from omnilm.dual import DualEncoder
+from omnilm.errors import OmniError
 from omnilm.generation import GenerationSettings
+
+
+def add_command(subparsers, name: str, run, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The parser of command `name`, running `run(args)`; its epilog (the examples) is shown as written."""
+    parser = subparsers.add_parser(name, help=help, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
@@ -23,28 +36,19 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu)")
 
 
+def fields_from_args(cls: type, args: argparse.Namespace) -> dict:
+    """The flags of `args` named like a field of dataclass `cls`, as keyword arguments for it."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
     """The validated generation settings from the flags (checked before the slow model load)."""
-    names = {f.name for f in dataclasses.fields(GenerationSettings)}
-    return GenerationSettings.from_kwargs(**{k: v for k, v in vars(args).items() if k in names})
+    return GenerationSettings.from_kwargs(**fields_from_args(GenerationSettings, args))
 
 
-def load_model(ref: str, device: str | None = None):
-    """Load MODEL (checkpoint dir, hub id or pkg: reference) for a command."""
-    import omnilm
-
-    return omnilm.load(ref, device=device)
-
-
-def load_dual_encoder(ref: str, device: str | None = None):
+def load_dual_encoder(ref: str, device: str | None = None) -> DualEncoder:
     """Load MODEL with `omnilm.load`, requiring a dual encoder (image search and embeddings need one)."""
-    from pathlib import Path
-
-    import omnilm
-    from omnilm.checkpoint import is_checkpoint
-    from omnilm.dual import DualEncoder
-    from omnilm.errors import OmniError
-
     model = None if Path(ref).is_dir() and not is_checkpoint(ref) else omnilm.load(ref, device=device)
     if not isinstance(model, DualEncoder):
         raise OmniError(f"{ref} is not a dual-encoder checkpoint; `omnilm train configs/dual-easy-vqa.yaml` trains "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from omnilm.cli.common import add_command
 from omnilm.errors import OmniError
 
 EXAMPLE = """examples:
@@ -16,13 +17,9 @@ EXAMPLE = """examples:
 def register(subparsers) -> None:
     from omnilm.data.builders import DATASETS
 
-    parser = subparsers.add_parser(
-        "data",
-        help="build a dataset on disk (easy-vqa, spoken questions)",
-        description="Build a dataset as JSONL records (LLaVA shape) plus media files under OUT_DIR.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "data", run, help="build a dataset on disk (easy-vqa, spoken questions)",
+                         description="Build a dataset as JSONL records (LLaVA shape) plus media files under OUT_DIR.",
+                         epilog=EXAMPLE)
     parser.add_argument("name", choices=sorted([*DATASETS, "spoken"]), help="dataset to build")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="OUT_DIR (spoken: SRC.jsonl OUT_DIR)")
     parser.add_argument("--splits", nargs="+", default=None, help="splits to build (default: the builder's)")
@@ -30,7 +27,6 @@ def register(subparsers) -> None:
     parser.add_argument("--split", choices=("train", "test"), default=None,
                         help="spoken: voice set (default: test when SRC's name has test/val/dev, else train)")
     parser.add_argument("--copies", type=int, default=1, help="spoken: versions of each record, each another voice")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

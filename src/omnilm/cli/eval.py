@@ -6,7 +6,9 @@ import argparse
 import re
 from pathlib import Path
 
-from omnilm.cli.common import load_model
+import omnilm
+from omnilm.cli.common import add_command
+from omnilm.errors import OmniError
 
 EXAMPLE = """examples:
   omnilm eval runs/quickstart/model --task easy-vqa --limit 200
@@ -18,14 +20,10 @@ OUT/predictions.jsonl when started again with the same --out."""
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "eval",
-        help="measure a model on a task (VQA accuracy, caption metrics, ...)",
+    parser = add_command(
+        subparsers, "eval", run, help="measure a model on a task (VQA accuracy, caption metrics, ...)", epilog=EXAMPLE,
         description="Run a task (built-in name or task YAML) on a model or an OpenAI-compatible endpoint and "
-        "write predictions.jsonl, results.json, report.md and a confusion matrix to --out.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "write predictions.jsonl, results.json, report.md and a confusion matrix to --out.")
     parser.add_argument("model", nargs="?", help="checkpoint directory, hub id or pkg: reference; with --endpoint, "
                         "the served model's name (default: the first one the server lists)")
     parser.add_argument("--task", required=True, help="built-in task name or path of a task YAML file")
@@ -36,7 +34,6 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="items per generation batch (default: task's)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
 
 
 def _default_out(task: str, model: str) -> Path:
@@ -45,7 +42,6 @@ def _default_out(task: str, model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnilm.errors import OmniError
     from omnilm.evaluation import EndpointModel, evaluate, load_task
 
     if args.limit is not None and args.limit < 1:
@@ -54,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.endpoint:
         model = EndpointModel(args.endpoint, model=args.model, api_key=args.api_key)
     elif args.model:
-        model = load_model(args.model, args.device)
+        model = omnilm.load(args.model, device=args.device)
     else:
         raise OmniError("give MODEL (a checkpoint, hub id or pkg: reference) or --endpoint URL")
     out = Path(args.out) if args.out else _default_out(args.task, args.model or args.endpoint)

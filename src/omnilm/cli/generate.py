@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+import omnilm
 from omnilm.chat import normalize_conversation
-from omnilm.cli.common import add_generation_flags, generation_settings, load_model
+from omnilm.cli.common import add_command, add_generation_flags, generation_settings
 from omnilm.errors import OmniError
 
 EXAMPLE = """example:
@@ -16,14 +17,10 @@ EXAMPLE = """example:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "generate",
-        help="answer one prompt, with optional media",
+    parser = add_command(
+        subparsers, "generate", run, help="answer one prompt, with optional media", epilog=EXAMPLE,
         description="Answer one prompt. Each --image/--audio/--video is attached in order; put <image>, "
-        "<audio>, <video> in the prompt to place them, or they are put before the text.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "<audio>, <video> in the prompt to place them, or they are put before the text.")
     parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
     parser.add_argument("--prompt", required=True, help="the question or instruction")
     parser.add_argument("--image", action="append", default=[], help="image file (repeatable)")
@@ -32,7 +29,6 @@ def register(subparsers) -> None:
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     add_generation_flags(parser)
-    parser.set_defaults(func=run)
 
 
 def build_content(
@@ -54,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
             if not Path(path).is_file():
                 raise OmniError(f"--{kind} {path}: no such file")
     gen = generation_settings(args).as_kwargs()
-    lm = load_model(args.model, args.device)
-    system = getattr(args, "system", None)
+    lm = omnilm.load(args.model, device=args.device)
     placeholders = lm.processor.layout.placeholders
     content = build_content(args.prompt, args.image, args.audio, args.video, tuple(placeholders.values()))
-    messages = [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": content}]
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    messages = [*system, {"role": "user", "content": content}]
     if isinstance(content, str):  # the prompt places the media with <image>/<audio>/<video>
         messages = normalize_conversation(messages, placeholders, images=args.image,
                                           audios=args.audio, videos=args.video)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from omnilm.cli.common import add_command, load_dual_encoder
+
 EXAMPLE = """example:
   omnilm index photos/ --model runs/dual/final --out photos.index
   omnilm index photos/ --model runs/dual/final --out photos.index   # again: only new/changed files
@@ -11,15 +13,11 @@ EXAMPLE = """example:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "index",
-        help="build or update an image-search index with a dual encoder",
+    parser = add_command(
+        subparsers, "index", run, help="build or update an image-search index with a dual encoder", epilog=EXAMPLE,
         description="Embed every image under DIR (recursively) with a dual encoder into INDEX. Re-running "
         "embeds only new or changed files and drops deleted ones; an interrupted run leaves a usable index "
-        "and the next run carries on. Unreadable images are skipped with a warning.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "and the next run carries on. Unreadable images are skipped with a warning.")
     parser.add_argument("dir", help="folder of images (.png .jpg .jpeg .webp .bmp .gif .tif)")
     parser.add_argument("--model", required=True, help="dual-encoder checkpoint (from `omnilm train` of a dual-encoder config)")
     parser.add_argument("--out", required=True, help="index directory to create or update")
@@ -27,11 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--rebuild", action="store_true", help="start over (another model or folder)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnilm.cli.common import load_dual_encoder
     from omnilm.dual.index import build_index
 
     model = load_dual_encoder(args.model, args.device)

@@ -59,11 +59,9 @@ def logging_setup(*, verbose: bool, log_file: Path | None = None) -> Iterator[No
     """
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    if verbose:
-        console.setLevel(logging.DEBUG)
-    elif log_file is None:
+    if not verbose and log_file is None:
         console.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.partition(".")[0] == "omnilm")
-    else:
+    elif not verbose:
         console.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
@@ -77,8 +75,11 @@ def logging_setup(*, verbose: bool, log_file: Path | None = None) -> Iterator[No
         root.addHandler(handler)
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not verbose:
-        _quiet_transformers()
+    if not verbose:  # hide transformers' per-load weight bars and advisory warnings: omnilm shows its own progress
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
@@ -86,14 +87,6 @@ def logging_setup(*, verbose: bool, log_file: Path | None = None) -> Iterator[No
             root.removeHandler(handler)
             handler.close()
         root.setLevel(level)
-
-
-def _quiet_transformers() -> None:
-    """Hide transformers' per-load weight bars and advisory warnings; omnilm shows its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

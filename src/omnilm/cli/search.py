@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from omnilm.cli.common import add_command, load_dual_encoder
 from omnilm.errors import OmniError
 
 EXAMPLE = """example:
@@ -13,15 +14,11 @@ EXAMPLE = """example:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "search",
-        help="search an image index by text or by an example image",
+    parser = add_command(
+        subparsers, "search", run, help="search an image index by text or by an example image", epilog=EXAMPLE,
         description="Print the K images of INDEX closest to QUERY (text) or to --image, best first, with "
         "their cosine similarity. The model is the one that built the index unless --model names another "
-        "(which must be that same model).",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "(which must be that same model).")
     parser.add_argument("index", help="index directory from `omnilm index`")
     parser.add_argument("query", nargs="?", help="text to search for")
     parser.add_argument("--image", help="search by this example image instead")
@@ -29,11 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="dual-encoder checkpoint (default: the one recorded in the index)")
     parser.add_argument("--exact", action="store_true", help="exact search even where an HNSW graph exists")
     parser.add_argument("--json", action="store_true", help="print JSON lines {path, score}")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnilm.cli.common import load_dual_encoder
     from omnilm.dual.index import ImageIndex
 
     if (args.query is None) == (args.image is None):

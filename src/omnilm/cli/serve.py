@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from omnilm.cli.common import load_model
+import omnilm
+from omnilm.cli.common import add_command, fields_from_args
+from omnilm.dual import DualEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +21,10 @@ SIGTERM / Ctrl-C stop accepting requests and finish the ones in flight."""
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve a model: OpenAI-compatible API + web page",
+    parser = add_command(
+        subparsers, "serve", run, help="serve a model: OpenAI-compatible API + web page", epilog=EXAMPLE,
         description="Serve MODEL over HTTP: POST /v1/chat/completions (text, image_url, input_audio, video_url "
-        "parts; streaming), GET /v1/models, GET /health, and a chat page at /.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "parts; streaming), GET /v1/models, GET /health, and a chat page at /.")
     parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -47,29 +45,23 @@ def register(subparsers) -> None:
     limits.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens allowed (default 1024)")
     limits.add_argument("--timeout", type=float, default=120.0, help="seconds per request, queueing included")
     limits.add_argument("--max-batch-size", type=int, default=16, help="requests generated together (default 16)")
-    parser.set_defaults(func=run)
 
 
 def settings_from_args(args: argparse.Namespace):
+    """The server's settings from the flags; the two flags named otherwise than their fields are converted."""
     from omnilm.serve import ServeSettings
 
-    return ServeSettings(
-        api_key=args.api_key, allow_remote_media=args.allow_remote_media, allowed_hosts=tuple(args.allowed_hosts),
-        max_body_bytes=int(args.max_body_mb * 2**20), max_image_pixels=args.max_image_pixels,
-        max_audio_seconds=args.max_audio_seconds, max_video_frames=args.max_video_frames,
-        max_media_items=args.max_media_items, max_tokens=args.max_tokens, request_timeout=args.timeout,
-        max_batch_size=args.max_batch_size, model_id=args.model_id,
-    )
+    return ServeSettings(**fields_from_args(ServeSettings, args), max_body_bytes=int(args.max_body_mb * 2**20),
+                         request_timeout=args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from omnilm.dual import DualEncoder
     from omnilm.serve import create_app
 
     settings = settings_from_args(args)  # invalid limits fail before the model loads
-    lm = load_model(args.model, args.device)
+    lm = omnilm.load(args.model, device=args.device)
     if isinstance(lm, DualEncoder):  # a CLIP-style dual encoder: POST /v1/embeddings
         from omnilm.serve.embeddings import create_embedding_app
 
@@ -80,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(lm, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         logger.warning("serving on %s without an API key: anyone who can reach this port can use the model", args.host)
-    logger.info("serving %s on http://%s:%d (web page at /, API at /v1)", app.state.settings.model_id or lm.name,
+    logger.info("serving %s on http://%s:%d (web page at /, API at /v1)", settings.model_id or lm.name,
                 args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=args.timeout)
     return 0

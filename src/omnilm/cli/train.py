@@ -6,6 +6,8 @@ import argparse
 import json
 import signal
 
+from omnilm.cli.common import add_command
+
 EXAMPLE = """examples:
   omnilm train configs/stage1-align.yaml
   omnilm train configs/stage2-lora.yaml --set optim.max_steps=200 --set stage.llm.lr=1e-4
@@ -19,21 +21,17 @@ SIGINT / SIGTERM finish the current step, save a checkpoint and exit (code 130 /
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train",
+    parser = add_command(
+        subparsers, "train", run, epilog=EXAMPLE,
         help="train a model (any stage, LLM or dual encoder) from a YAML recipe",
         description="Train connectors, LoRA adapters or whole parts as a training config says. The model's kind "
         "picks the loss: an OmniConfig trains on chat records (token loss); a dual encoder (kind: dual_encoder) "
         "on image-caption pairs (symmetric InfoNCE; a locked image tower's features are cached). Writes "
-        "OUTPUT/final (the model), OUTPUT/checkpoints, OUTPUT/metrics.jsonl and OUTPUT/loss.png.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        "OUTPUT/final (the model), OUTPUT/checkpoints, OUTPUT/metrics.jsonl and OUTPUT/loss.png.")
     parser.add_argument("config", help="training config (YAML), e.g. configs/stage1-align.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config field (repeatable), e.g. --set optim.lr=2e-4")
     parser.add_argument("--dry-run", action="store_true", help="validate the config (not the data) and stop")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -36,39 +36,24 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
     scheduler = BatchScheduler(lm, max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
                                max_queue=settings.max_queue)
     converter = MediaConverter(settings, tuple(lm.modalities), lm.processor.layout.video_frames)
-    created = int(time.time())
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         logger.info("shutting down: finishing queued and running requests")
         await asyncio.to_thread(scheduler.close)
 
-    app = FastAPI(title="omnilm", lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.state.lm, app.state.settings, app.state.scheduler = lm, settings, scheduler
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    _add_error_handlers(app)
+    app, auth = api_app(settings, title="omnilm", model_id=model_id, modalities=tuple(lm.modalities),
+                        closing=lambda: scheduler.closing, lifespan=lifespan)
+    app.state.scheduler = scheduler  # for statistics (tests, benchmarks)
 
-    def authorized(authorization: str | None = Header(None)) -> None:
-        check_bearer(authorization, settings.api_key)
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        closing = scheduler.closing
-        return JSONResponse({"status": "shutting_down" if closing else "ok", "model": model_id,
-                             "modalities": list(lm.modalities)}, status_code=503 if closing else 200)
-
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
-    async def models() -> dict:
-        return {"object": "list", "data": [_model_card(model_id, created, lm.modalities)]}
-
-    @app.get("/v1/models/{name:path}", dependencies=[Depends(authorized)])
+    @app.get("/v1/models/{name:path}", dependencies=auth)
     async def model(name: str) -> dict:
         if name != model_id:
             raise APIError(404, f"model {name!r} is not served here; this server serves {model_id!r}")
-        return _model_card(model_id, created, lm.modalities)
+        return app.state.model_card
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: ChatCompletionRequest):
         max_tokens = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
         if max_tokens > settings.max_tokens:
@@ -82,10 +67,8 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def sink(event: tuple) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (server stopped)
                 loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop is gone (server stopped)
-                pass
 
         gen = GenerationSettings.from_kwargs(max_new_tokens=max_tokens, temperature=body.temperature,
                                              top_p=body.top_p, stop=body.stop, seed=body.seed,
@@ -164,9 +147,33 @@ async def _sse(first: tuple, stream: _Events, meta: dict, include_usage: bool):
     yield "data: [DONE]\n\n"
 
 
-def _model_card(model_id: str, created: int, modalities) -> dict:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "omnilm",
-            "modalities": ["text", *modalities]}
+def api_app(settings: ServeSettings, *, title: str, model_id: str, modalities: tuple[str, ...],
+            closing=lambda: False, lifespan=None) -> tuple[FastAPI, list]:
+    """The scaffolding every omnilm server shares: the body-size limit, OpenAI-style errors, GET /health
+    (503 while `closing()`) and GET /v1/models behind the bearer key. Returns the app and the dependencies
+    that check the key, for its other routes."""
+    app = FastAPI(title=title, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.model_card = {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "omnilm",
+                            "modalities": ["text", *modalities]}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+
+    def authorized(authorization: str | None = Header(None)) -> None:
+        check_bearer(authorization, settings.api_key)
+
+    auth = [Depends(authorized)]
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        down = closing()
+        return JSONResponse({"status": "shutting_down" if down else "ok", "model": model_id,
+                             "modalities": list(modalities)}, status_code=503 if down else 200)
+
+    @app.get("/v1/models", dependencies=auth)
+    async def models() -> dict:
+        return {"object": "list", "data": [app.state.model_card]}
+
+    return app, auth
 
 
 def _add_error_handlers(app: FastAPI) -> None:

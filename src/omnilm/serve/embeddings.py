@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from omnilm.errors import OmniError
-from omnilm.serve.app import _add_error_handlers, _model_card
-from omnilm.serve.auth import BodyLimitMiddleware, check_bearer
+from omnilm.serve.app import api_app
 from omnilm.serve.errors import APIError
 from omnilm.serve.settings import ServeSettings
 
@@ -32,23 +30,9 @@ def create_embedding_app(dual, settings: ServeSettings | None = None) -> FastAPI
 
     settings = settings or ServeSettings()
     model_id = settings.model_id or dual.name
-    created = int(time.time())
-    app = FastAPI(title="omnilm embeddings", docs_url="/docs", redoc_url=None)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    _add_error_handlers(app)
+    app, auth = api_app(settings, title="omnilm embeddings", model_id=model_id, modalities=("image",))
 
-    def authorized(authorization: str | None = Header(None)) -> None:
-        check_bearer(authorization, settings.api_key)
-
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": model_id, "modalities": ["image"]}
-
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
-    async def models() -> dict:
-        return {"object": "list", "data": [_model_card(model_id, created, ("image",))]}
-
-    @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
+    @app.post("/v1/embeddings", dependencies=auth)
     async def embeddings(body: EmbeddingRequest) -> dict:
         if body.encoding_format not in ("float", "base64"):
             raise APIError(400, "encoding_format must be 'float' or 'base64'", param="encoding_format")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from omnilm.errors import ConfigError
+from omnilm.configkit import check_fields, require
 
 API_KEY_ENV = "OMNILM_API_KEY"
+POSITIVE = ("max_body_bytes", "max_image_pixels", "max_audio_seconds", "max_video_frames", "max_tokens",
+            "default_max_tokens", "request_timeout", "max_batch_size", "max_queue", "remote_timeout")
 
 
 @dataclass
@@ -30,16 +32,14 @@ class ServeSettings:
     model_id: str | None = None  # name shown by /v1/models (default: the model's name)
 
     def __post_init__(self) -> None:
-        positive = ("max_body_bytes", "max_image_pixels", "max_audio_seconds", "max_video_frames", "max_tokens",
-                    "default_max_tokens", "request_timeout", "max_batch_size", "max_queue", "remote_timeout")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"serve setting {name} must be positive, got {getattr(self, name)!r}")
-        if self.max_media_items < 0 or self.batch_wait_ms < 0:
-            raise ConfigError("serve settings max_media_items and batch_wait_ms must not be negative")
+        check_fields(self)
+        for name in POSITIVE:
+            require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)!r}")
+        for name in ("max_media_items", "batch_wait_ms"):
+            require(getattr(self, name) >= 0, name, f"must not be negative, got {getattr(self, name)!r}")
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
         self.allowed_hosts = tuple(h.strip().lower().rstrip(".") for h in self.allowed_hosts if h.strip())
         if self.api_key is None:
             self.api_key = os.environ.get(API_KEY_ENV) or None
-        if self.allow_remote_media and not self.allowed_hosts:
-            raise ConfigError("allow_remote_media needs an allow-list of hosts (--allowed-hosts example.org ...)")
+        require(bool(self.allowed_hosts) or not self.allow_remote_media, "allow_remote_media",
+                "needs an allow-list of hosts (--allowed-hosts example.org ...)")
