@@ -101,3 +101,18 @@ def test_train_console_shows_omnilm_lines_not_accelerate_info(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "INFO omnilm.training.checkpointing: saved checkpoint" in err
     assert "accelerate" not in err  # five INFO lines per checkpoint, hidden by the one logging setup
+
+
+def test_console_hides_libraries_future_warnings_unless_verbose():
+    import warnings
+
+    from omnilm.cli.main import logging_setup
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with logging_setup(verbose=False):
+            warnings.warn("deprecated between libraries", FutureWarning, stacklevel=1)
+        with logging_setup(verbose=True):
+            warnings.warn("shown when verbose", FutureWarning, stacklevel=1)
+        warnings.warn("shown after the command", FutureWarning, stacklevel=1)  # the filter is undone on exit
+    assert [str(w.message) for w in seen] == ["shown when verbose", "shown after the command"]

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def logging_setup(*, verbose: bool, log_file: Path | None = None) -> Iterator[No
     """The one logging setup of every command, undone on exit.
 
     Console (stderr): warnings, and omnilm's own INFO lines unless the command keeps a log file, so progress
-    bars and results are not drowned (accelerate alone writes five INFO lines per checkpoint). The log file:
-    INFO of every library. ``--verbose``: DEBUG of everything, on both.
+    bars and results are not drowned (accelerate alone writes five INFO lines per checkpoint); no FutureWarnings
+    (deprecations between libraries). The log file: INFO of every library. ``--verbose``: DEBUG of everything,
+    and every warning, on both.
     """
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -81,7 +83,10 @@ def logging_setup(*, verbose: bool, log_file: Path | None = None) -> Iterator[No
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            if not verbose:  # libraries' deprecation notices about each other (peft → transformers): not the user's
+                warnings.simplefilter("ignore", FutureWarning)
+            yield
     finally:
         for handler in handlers:
             root.removeHandler(handler)
