@@ -37,11 +37,10 @@ def retrieval_metrics(model: DualEncoder, records: list[CaptionRecord], *, image
     """Recall@1/@5 over records with a full caption; zero-shot shape / colour accuracy where labelled."""
     if image_embeds is None:
         image_embeds = model.embed_images([r.image for r in records])
-    results: dict[str, float] = {}
     paired = [i for i, r in enumerate(records) if r.shape and r.color] or list(range(len(records)))
     captions = [records[i].caption for i in paired]
     gallery = sorted(set(captions))
-    results.update(retrieval_recall(image_embeds[paired], captions, model.embed_texts(gallery), gallery))
+    results = retrieval_recall(image_embeds[paired], captions, model.embed_texts(gallery), gallery)
     for attribute, classes, prompt in (("shape", SHAPES, "{}"), ("color", COLORS, "{} shape")):
         labelled = [i for i, r in enumerate(records) if getattr(r, attribute) in classes]
         if not labelled:

@@ -51,9 +51,7 @@ class TaskError(OmniError):
 
 def data_root() -> Path:
     """Where task datasets are built: ``$OMNILM_DATA``, else ``$OMNILM_CACHE/data``."""
-    if os.environ.get("OMNILM_DATA"):
-        return Path(os.environ["OMNILM_DATA"])
-    return cache_dir("data")
+    return Path(os.environ.get("OMNILM_DATA") or cache_dir("data"))
 
 
 def builtin_tasks() -> list[str]:
