@@ -60,13 +60,7 @@ class Record:
     def answer(self) -> str:
         """Text of the final assistant turn (the reference answer)."""
         last = [m for m in self.messages if m["role"] == "assistant"][-1]
-        return _text_of(last["content"])
-
-
-def _text_of(content: str | list[dict]) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+        return "".join(part["text"] for part in last["content"] if part["type"] == "text")
 
 
 def _media_list(raw: dict, key: str) -> list:
