@@ -43,14 +43,6 @@ ESPEAK_INSTALL_HINT = ("espeak-ng is not installed; install it with `apt-get ins
                        "or `brew install espeak-ng` (macOS)")
 
 
-def _package():
-    try:
-        import easy_vqa
-    except ImportError as error:
-        raise ImportError("building easy-VQA needs the `easy-vqa` package: pip install easy-vqa==1.0") from error
-    return easy_vqa
-
-
 def category(answer: str) -> str:
     """Question category from its answer: ``shape``, ``color`` or ``yesno``."""
     if answer in SHAPES:
@@ -66,9 +58,12 @@ def split_questions(split: str) -> tuple[list[tuple[str, str, int]], list[str]]:
     """easy-VQA ``split``'s (question, answer, image id) triples and its image paths (indexed by image id)."""
     if split not in ("train", "test"):
         raise OmniError(f"unknown easy-VQA split {split!r}; choose from train, test")
-    package = _package()
-    texts, answers, image_ids = getattr(package, f"get_{split}_questions")()
-    return list(zip(texts, answers, image_ids)), getattr(package, f"get_{split}_image_paths")()
+    try:
+        import easy_vqa
+    except ImportError as error:
+        raise ImportError("building easy-VQA needs the `easy-vqa` package: pip install easy-vqa==1.0") from error
+    texts, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
+    return list(zip(texts, answers, image_ids)), getattr(easy_vqa, f"get_{split}_image_paths")()
 
 
 def image_labels(questions: list[tuple[str, str, int]]) -> dict[int, tuple[str | None, str | None]]:
