@@ -39,8 +39,8 @@ CAPTION_PROMPT = "Describe the image."
 TRAIN_VOICES = ("en-us", "en", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 TEST_VOICES = ("en-gb-x-rp", "en-029", "en-gb-scotland")
 REPEAT_INSTRUCTION = "\nWhat did I say? Repeat it word for word."
-ESPEAK_INSTALL_HINT = ("espeak-ng is not installed; install it with `apt-get install -y espeak-ng` (Debian/Ubuntu) "
-                       "or `brew install espeak-ng` (macOS)")
+ESPEAK_INSTALL_HINT = ("espeak-ng is not installed; `make system-deps` installs it (or `apt-get install -y espeak-ng`, "
+                       "`brew install espeak-ng`)")
 
 
 def category(answer: str) -> str:
