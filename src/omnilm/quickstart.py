@@ -27,16 +27,16 @@ import yaml
 from omnilm.config import OmniConfig
 from omnilm.configkit import coerce, require
 from omnilm.data.easy_vqa import (
+    ESPEAK_INSTALL_HINT,
     REPEAT_INSTRUCTION,
     TEST_VOICES,
     balance,
     paired_order,
-    read_jsonl,
     repeat_records,
     single_turn,
     speak,
-    write_jsonl,
 )
+from omnilm.data.records import read_jsonl, write_jsonl
 from omnilm.errors import ConfigError, OmniError
 from omnilm.io import atomic_directory, atomic_write_bytes
 from omnilm.training.config import ModelSection, TrainConfig
@@ -44,7 +44,6 @@ from omnilm.training.config import ModelSection, TrainConfig
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "quickstart.json"
-ESPEAK_HINT = "`make system-deps` installs it (or `sudo apt-get install -y espeak-ng`, `brew install espeak-ng`)"
 # Live examples: a typed question, a spoken one about the same image, and speech alone.
 TYPED_QUESTION = "What shape is in the image?"
 SPOKEN_QUESTION = "What color is the shape?"
@@ -187,7 +186,7 @@ def setup(refs: list[str]) -> dict[str, Any]:
             packaged.resolve(ref)
     speech = shutil.which("espeak-ng") is not None
     if not speech:
-        logger.warning("espeak-ng is not installed: the spoken questions are skipped; %s", ESPEAK_HINT)
+        logger.warning("the spoken questions are skipped: %s", ESPEAK_INSTALL_HINT)
     return {"refs": refs, "speech": speech}
 
 

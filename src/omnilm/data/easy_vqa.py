@@ -18,7 +18,6 @@ here too; docs/quickstart.md says what each one measured.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -27,7 +26,9 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from omnilm.io import atomic_path, atomic_write_text
+from omnilm.data.records import read_jsonl, write_jsonl
+from omnilm.errors import OmniError
+from omnilm.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +39,8 @@ CAPTION_PROMPT = "Describe the image."
 TRAIN_VOICES = ("en-us", "en", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 TEST_VOICES = ("en-gb-x-rp", "en-029", "en-gb-scotland")
 REPEAT_INSTRUCTION = "\nWhat did I say? Repeat it word for word."
-
-
-def _package():
-    try:
-        import easy_vqa
-    except ImportError as error:
-        raise ImportError("building easy-VQA needs the `easy-vqa` package: pip install easy-vqa==1.0") from error
-    return easy_vqa
+ESPEAK_INSTALL_HINT = ("espeak-ng is not installed; `make system-deps` installs it (or `apt-get install -y espeak-ng`, "
+                       "`brew install espeak-ng`)")
 
 
 def category(answer: str) -> str:
@@ -59,8 +54,21 @@ def category(answer: str) -> str:
     raise ValueError(f"unexpected easy-VQA answer {answer!r}")
 
 
-def _image_facts(questions: list[tuple[str, str, int]]) -> dict[int, dict[str, set[str]]]:
-    """Shape and colour of each image as far as its questions and answers reveal them."""
+def split_questions(split: str) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """easy-VQA ``split``'s (question, answer, image id) triples and its image paths (indexed by image id)."""
+    if split not in ("train", "test"):
+        raise OmniError(f"unknown easy-VQA split {split!r}; choose from train, test")
+    try:
+        import easy_vqa
+    except ImportError as error:
+        raise ImportError("building easy-VQA needs the `easy-vqa` package: pip install easy-vqa==1.0") from error
+    texts, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
+    return list(zip(texts, answers, image_ids)), getattr(easy_vqa, f"get_{split}_image_paths")()
+
+
+def image_labels(questions: list[tuple[str, str, int]]) -> dict[int, tuple[str | None, str | None]]:
+    """(shape, colour) of each image in image-id order, as far as its questions and answers pin them down
+    (None where they reveal none, or several)."""
     facts: dict[int, dict[str, set[str]]] = defaultdict(lambda: {"shape": set(), "color": set()})
     for text, answer, image_id in questions:
         words = set(re.findall(r"[a-z]+", text))
@@ -72,25 +80,14 @@ def _image_facts(questions: list[tuple[str, str, int]]) -> dict[int, dict[str, s
         elif (answer == "yes") != bool(words & {"not", "no"}):  # "is there a red shape?" yes / "... not ..." no
             for key in ("shape", "color"):
                 facts[image_id][key] |= mentioned[key]
-    return facts
+    return {image_id: tuple(next(iter(fact[key])) if len(fact[key]) == 1 else None for key in ("shape", "color"))
+            for image_id, fact in sorted(facts.items())}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
-
-
-def _record(record_id: str, image: str, prompt: str, answer: str, category_name: str, **extra) -> dict:
-    return {
-        "id": record_id,
-        "image": image,
-        "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}],
-        "category": category_name,
-        **extra,
-    }
+def _record(record_id: str, image: str, prompt: str, answer: str, category_name: str) -> dict:
+    return {"id": record_id, "image": image,
+            "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}],
+            "category": category_name}
 
 
 def build_easy_vqa(out_dir: str | Path, splits=("train", "test"), limit: int | None = None) -> dict:
@@ -98,15 +95,11 @@ def build_easy_vqa(out_dir: str | Path, splits=("train", "test"), limit: int | N
 
     Returns ``{"dir", "files": {name: path}, "counts": {name: records}}``.
     """
-    package = _package()
     out = Path(out_dir)
     files, counts = {}, {}
     for split in splits:
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown easy-VQA split {split!r}; choose from train, test")
-        texts, answers, image_ids = getattr(package, f"get_{split}_questions")()
-        image_paths = getattr(package, f"get_{split}_image_paths")()
-        questions = list(zip(texts, answers, image_ids))[:limit]
+        questions, image_paths = split_questions(split)
+        questions = questions[:limit]
         image_dir = out / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
         used = sorted({image_id for _, _, image_id in questions})
@@ -118,12 +111,9 @@ def build_easy_vqa(out_dir: str | Path, splits=("train", "test"), limit: int | N
             _record(f"{split}-{i}", f"images/{split}/{image_id}.png", f"<image>\n{text}", answer, category(answer))
             for i, (text, answer, image_id) in enumerate(questions)
         ]
-        captions = []
-        for image_id, fact in sorted(_image_facts(questions).items()):
-            if len(fact["shape"]) == 1 and len(fact["color"]) == 1:
-                (shape,), (color,) = fact["shape"], fact["color"]
-                captions.append(_record(f"{split}-image-{image_id}", f"images/{split}/{image_id}.png",
-                                        f"<image>\n{CAPTION_PROMPT}", f"a {color} {shape}", shape))
+        captions = [_record(f"{split}-image-{image_id}", f"images/{split}/{image_id}.png", f"<image>\n{CAPTION_PROMPT}",
+                            f"a {color} {shape}", shape)
+                    for image_id, (shape, color) in image_labels(questions).items() if shape and color]
         for name, rows in ((f"{split}.jsonl", records), (f"shapes-caption-{split}.jsonl", captions)):
             write_jsonl(out / name, rows)
             files[name], counts[name] = str(out / name), len(rows)
@@ -132,13 +122,25 @@ def build_easy_vqa(out_dir: str | Path, splits=("train", "test"), limit: int | N
     return {"dir": str(out), "files": files, "counts": counts}
 
 
-def speak(text: str, voice: str, path: Path) -> None:
-    """Write ``text`` spoken by espeak-ng ``voice`` to the WAV file ``path``."""
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        raise RuntimeError("spoken questions need espeak-ng: apt-get install espeak-ng")
+def espeak_binary() -> str:
+    """The espeak-ng executable; RuntimeError saying how to install it when it is missing."""
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise RuntimeError(ESPEAK_INSTALL_HINT)
+    return binary
+
+
+def speak(text: str, voice: str, path: Path, *, speed: int | None = None, pitch: int | None = None) -> None:
+    """Write ``text`` spoken by espeak-ng ``voice`` to the WAV file ``path`` as espeak writes it; ``speed`` (words
+    per minute) and ``pitch`` (0-99) are passed on when given, else the voice's own apply."""
+    command = [espeak_binary(), "-v", voice]
+    command += ["-s", str(speed)] if speed is not None else []
+    command += ["-p", str(pitch)] if pitch is not None else []
     with atomic_path(path) as tmp:
-        subprocess.run([espeak, "-v", voice, "-w", str(tmp), text], check=True, capture_output=True, timeout=60)
+        result = subprocess.run([*command, "-w", str(tmp), text], check=False, capture_output=True, text=True,
+                                timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip() or result.returncode}")
 
 
 def build_easy_vqa_spoken(
@@ -157,8 +159,7 @@ def build_easy_vqa_spoken(
     for split in splits:
         split_voices = voices or (TEST_VOICES if split == "test" else TRAIN_VOICES)
         spoken = []
-        for index, line in enumerate((out / f"{split}.jsonl").read_text().splitlines()):
-            record = json.loads(line)
+        for index, record in enumerate(read_jsonl(out / f"{split}.jsonl")):
             question = record["conversations"][0]["value"].removeprefix("<image>\n")
             voice = split_voices[index % len(split_voices)]
             name = hashlib.sha1(f"{voice}|{question}".encode()).hexdigest()[:16] + ".wav"

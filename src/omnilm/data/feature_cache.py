@@ -55,18 +55,15 @@ def item_key(item: Any, memo: dict | None = None) -> str | None:
     if isinstance(item, (bytes, bytearray)):
         return hashlib.sha256(item).hexdigest()
     if isinstance(item, str) and not item.startswith(("data:", "http://", "https://")):
-        path = Path(item)
+        path, memo = Path(item), {} if memo is None else memo
         try:
             stat = path.stat()
         except OSError:
             return None
         token = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if memo is not None and token in memo:
-            return memo[token]
-        key = hashlib.sha256(path.read_bytes()).hexdigest()
-        if memo is not None:
-            memo[token] = key
-        return key
+        if token not in memo:
+            memo[token] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return memo[token]
     return None
 
 
@@ -146,14 +143,11 @@ class FeatureCache(FeatureStore):
             return list(model.vision(batch["pixel_values"][rows].to(dtype)).cpu())  # N × (T, C)
         return [model.vision(batch["video_pixel_values"][i].to(dtype)).cpu() for i in rows]  # N × (F, T, C)
 
+
 def _stack(modality: str, features: list[torch.Tensor]) -> torch.Tensor:
     if modality != "audio":
         return torch.stack(features)  # (N, T, C) or (N, F, T, C)
-    longest = max(f.shape[0] for f in features)
-    out = features[0].new_zeros(len(features), longest, features[0].shape[1])  # (N, T_max, kC)
-    for i, f in enumerate(features):
-        out[i, : f.shape[0]] = f
-    return out
+    return torch.nn.utils.rnn.pad_sequence(features, batch_first=True)  # (N, T_max, kC), zero-padded clips
 
 
 def encoder_identities(model, processor) -> dict[str, str]:

@@ -27,11 +27,13 @@ from typing import Any
 from omnilm.chat import parse_part
 from omnilm.config import MODALITIES
 from omnilm.errors import OmniError
+from omnilm.io import atomic_write_text
 
 PLACEHOLDER = re.compile(r"<(image|audio|video)>")
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
           "model": "assistant"}
 _MAX_REPORTED = 20
+_TURN_KEYS = {"conversations": ("from", "value", "turns"), "messages": ("role", "content", "messages")}
 
 
 class RecordError(OmniError):
@@ -58,13 +60,7 @@ class Record:
     def answer(self) -> str:
         """Text of the final assistant turn (the reference answer)."""
         last = [m for m in self.messages if m["role"] == "assistant"][-1]
-        return _text_of(last["content"])
-
-
-def _text_of(content: str | list[dict]) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+        return "".join(part["text"] for part in last["content"] if part["type"] == "text")
 
 
 def _media_list(raw: dict, key: str) -> list:
@@ -99,26 +95,17 @@ def _media_path(item: str, media_root: Path) -> str:
 
 
 def _turns(raw: dict) -> list[tuple[str, Any]]:
-    if "conversations" in raw:
-        turns = raw["conversations"]
+    """(speaker, content) of each turn of a LLaVA-shape or an OpenAI-shape record."""
+    for key, (who, what, noun) in _TURN_KEYS.items():
+        if key not in raw:
+            continue
+        turns = raw[key]
         if not isinstance(turns, list) or not turns:
-            raise ValueError('"conversations" must be a non-empty list of {"from", "value"} turns')
-        out = []
+            raise ValueError(f'"{key}" must be a non-empty list of {{"{who}", "{what}"}} {noun}')
         for i, turn in enumerate(turns):
-            if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-                raise ValueError(f'conversations[{i}] needs "from" and "value"')
-            out.append((turn["from"], turn["value"]))
-        return out
-    if "messages" in raw:
-        turns = raw["messages"]
-        if not isinstance(turns, list) or not turns:
-            raise ValueError('"messages" must be a non-empty list of {"role", "content"} messages')
-        out = []
-        for i, message in enumerate(turns):
-            if not isinstance(message, dict) or "role" not in message or "content" not in message:
-                raise ValueError(f'messages[{i}] needs "role" and "content"')
-            out.append((message["role"], message["content"]))
-        return out
+            if not isinstance(turn, dict) or who not in turn or what not in turn:
+                raise ValueError(f'{key}[{i}] needs "{who}" and "{what}"')
+        return [(turn[who], turn[what]) for turn in turns]
     raise ValueError('a record needs "conversations" (LLaVA shape) or "messages" (OpenAI shape)')
 
 
@@ -170,6 +157,16 @@ def parse_record(raw: Any, media_root: Path, index: int) -> Record:
     extra = {k: v for k, v in raw.items() if k not in known}
     category = raw.get("category")
     return Record(str(raw.get("id", index)), messages, None if category is None else str(category), extra, index + 1)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL file, as written (not validated; blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Write ``rows`` as a JSONL file, one object a line (atomically)."""
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def read_records(path: str | Path, media_root: str | Path | None = None, limit: int | None = None) -> list[Record]:

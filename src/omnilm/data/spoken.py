@@ -13,31 +13,20 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from omnilm.config import MODALITIES
-from omnilm.data.easy_vqa import TEST_VOICES, TRAIN_VOICES
-from omnilm.data.records import read_records
-from omnilm.io import atomic_path, atomic_write_text
+from omnilm.data.easy_vqa import TEST_VOICES, TRAIN_VOICES, espeak_binary, speak
+from omnilm.data.records import read_records, write_jsonl
+from omnilm.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
 SPEEDS = (140, 160, 175, 190)  # espeak-ng words per minute (its default is 175)
 PITCHES = (30, 45, 60, 75)  # espeak-ng pitch, 0-99 (default 50)
 SAMPLE_RATE = 16_000  # Whisper's rate: no resampling at training time
-INSTALL_HINT = "espeak-ng is not installed; install it with `apt-get install -y espeak-ng` (Debian/Ubuntu) or " \
-               "`brew install espeak-ng` (macOS)"
-
-
-def espeak_binary() -> str:
-    binary = shutil.which("espeak-ng")
-    if binary is None:
-        raise RuntimeError(INSTALL_HINT)
-    return binary
 
 
 def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int) -> None:
@@ -49,10 +38,7 @@ def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int) -> 
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "speech.wav"
-        result = subprocess.run([espeak_binary(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw),
-                                 text], capture_output=True, text=True, timeout=120)
-        if result.returncode != 0 or not raw.is_file():
-            raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip() or result.returncode}")
+        speak(text, voice, raw, speed=speed, pitch=pitch)
         samples, rate = soundfile.read(str(raw), dtype="float32")
     samples = resample(samples if samples.ndim == 1 else samples.mean(axis=1), rate, SAMPLE_RATE)
     with atomic_path(path) as staging:
@@ -97,7 +83,7 @@ def build_spoken(
             setting = voice_for(record.id, copy, voices)
             rows.append(_spoken_record(record, copy if copies > 1 else None, setting, out))
     target = out / f"{src.stem}.jsonl"
-    atomic_write_text(target, "".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(target, rows)
     logger.info("spoke %d records (%s voices: %s) into %s", len(rows), split, ", ".join(voices), target)
     return {"dir": str(out), "files": {target.name: str(target)}, "counts": {target.name: len(rows)}}
 

@@ -9,12 +9,11 @@ clips, not copies of training ones. Records are written in the LLaVA shape with 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from omnilm.io import atomic_write_text
+from omnilm.data.records import write_jsonl
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20)}
 SHAPES = ("circle", "square", "triangle")
@@ -96,6 +95,6 @@ def _write(out: Path, splits: dict[str, list[dict]]) -> dict:
     files, counts = {}, {}
     for split, rows in splits.items():
         target = out / f"{split}.jsonl"
-        atomic_write_text(target, "".join(json.dumps(row) + "\n" for row in rows))
+        write_jsonl(target, rows)
         files[target.name], counts[target.name] = str(target), len(rows)
     return {"dir": str(out), "files": files, "counts": counts}

@@ -133,17 +133,12 @@ def embed_request(model: DualEncoder, inputs: str | Iterable[Any]) -> list[list[
     items = [inputs] if isinstance(inputs, (str, dict)) else list(inputs)
     if not items:
         raise OmniError("input is empty: give a text, an image data URL, or a list of them")
-    kinds, values = [], []
-    for index, item in enumerate(items):
-        kind, value = _classify(item, index)
-        kinds.append(kind)
-        values.append(value)
+    classified = [_classify(item, index) for index, item in enumerate(items)]  # (kind, value) of each item
     out: list[list[float] | None] = [None] * len(items)
     for kind, embed in (("text", model.embed_texts), ("image", model.embed_images)):
-        positions = [i for i, k in enumerate(kinds) if k == kind]
+        positions = [i for i, (k, _) in enumerate(classified) if k == kind]
         if positions:
-            vectors = embed([values[i] for i in positions])
-            for i, vector in zip(positions, vectors):
+            for i, vector in zip(positions, embed([classified[i][1] for i in positions])):
                 out[i] = vector.tolist()
     return out
 

@@ -8,6 +8,7 @@ by `omnilm data easy-vqa` (`shapes-caption-*.jsonl`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +39,11 @@ def easy_vqa_captions(split: str, *, require_both: bool = True) -> list[CaptionR
     With `require_both=False` images whose questions reveal only the shape or only the colour are kept
     too (caption: "a {color} shape" / "a {shape}") — more images for per-attribute zero-shot accuracy.
     """
-    from omnilm.data.easy_vqa import _image_facts, _package
+    from omnilm.data.easy_vqa import image_labels, split_questions
 
-    if split not in ("train", "test"):
-        raise OmniError(f"unknown easy-vqa split {split!r}; choose train or test")
-    package = _package()
-    texts, answers, image_ids = getattr(package, f"get_{split}_questions")()
-    paths = getattr(package, f"get_{split}_image_paths")()
+    questions, paths = split_questions(split)
     records = []
-    for image_id, fact in sorted(_image_facts(list(zip(texts, answers, image_ids))).items()):
-        shape = next(iter(fact["shape"])) if len(fact["shape"]) == 1 else None
-        color = next(iter(fact["color"])) if len(fact["color"]) == 1 else None
+    for image_id, (shape, color) in image_labels(questions).items():
         if shape and color:
             caption = f"a {color} {shape}"
         elif require_both or not (shape or color):
@@ -81,9 +76,7 @@ def read_caption_jsonl(path: str | Path) -> list[CaptionRecord]:
 
 
 def write_caption_jsonl(records: list[CaptionRecord], path: str | Path) -> Path:
-    from omnilm.io import atomic_write_bytes
+    from omnilm.data.records import write_jsonl
 
-    lines = [json.dumps({"image": r.image, "caption": r.caption, "shape": r.shape, "color": r.color})
-             for r in records]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    write_jsonl(path, [dataclasses.asdict(record) for record in records])
     return Path(path)

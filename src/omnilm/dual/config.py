@@ -14,7 +14,6 @@ from typing import Any
 
 from omnilm.config import DTYPES
 from omnilm.configkit import check_fields, coerce, require
-from omnilm.errors import ConfigError
 
 KIND = "dual_encoder"  # the `kind` in omnilm.json (and in a training config's model.config) of a dual encoder
 VISION_POOLING = ("cls", "mean", "cls_mean")
@@ -87,8 +86,8 @@ class DualEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"dual encoder config must be a mapping, got {type(data).__name__}")
-        data = {k: v for k, v in data.items() if k != "kind"}
+        """The config from its mapping (`kind` dropped); ConfigError naming the field when it does not fit."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "kind"}
         return coerce(cls, data, "model")
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from omnilm.data.easy_vqa import COLORS, SHAPES
 from omnilm.dual.api import DualEncoder
 from omnilm.dual.captions import CaptionRecord
 from omnilm.dual.zeroshot import TEMPLATES, classifier_weights, zero_shot_scores
 from omnilm.metrics.retrieval import zero_shot_accuracy
-
-SHAPE_CLASSES = ("circle", "rectangle", "triangle")
-COLOR_CLASSES = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
 
 
 def retrieval_recall(image_embeds: np.ndarray, captions: list[str], text_embeds: np.ndarray, gallery: list[str],
@@ -39,12 +37,11 @@ def retrieval_metrics(model: DualEncoder, records: list[CaptionRecord], *, image
     """Recall@1/@5 over records with a full caption; zero-shot shape / colour accuracy where labelled."""
     if image_embeds is None:
         image_embeds = model.embed_images([r.image for r in records])
-    results: dict[str, float] = {}
     paired = [i for i, r in enumerate(records) if r.shape and r.color] or list(range(len(records)))
     captions = [records[i].caption for i in paired]
     gallery = sorted(set(captions))
-    results.update(retrieval_recall(image_embeds[paired], captions, model.embed_texts(gallery), gallery))
-    for attribute, classes, prompt in (("shape", SHAPE_CLASSES, "{}"), ("color", COLOR_CLASSES, "{} shape")):
+    results = retrieval_recall(image_embeds[paired], captions, model.embed_texts(gallery), gallery)
+    for attribute, classes, prompt in (("shape", SHAPES, "{}"), ("color", COLORS, "{} shape")):
         labelled = [i for i, r in enumerate(records) if getattr(r, attribute) in classes]
         if not labelled:
             continue

@@ -117,7 +117,8 @@ def evaluate(
     records = read_records(ensure_data(task), task.media_root, limit=limit)
     _check_modalities(model, records, task)
     out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, _run_signature(task, model))
+    signature = _run_signature(task, model)
+    _prepare_out_dir(out_dir, signature)
     predictions_path = out_dir / PREDICTIONS
     done = _read_predictions(predictions_path)
     size = batch_size or task.batch_size
@@ -142,11 +143,7 @@ def evaluate(
     elapsed = time.perf_counter() - start
     items = [{**done[r.id], "prediction": task.clean(done[r.id]["raw"])} for r in records]
     results = score(task, records, items)
-    results.update(
-        model=getattr(model, "name", type(model).__name__),
-        generation=task.generation,
-        generated_items=todo,
-        generation_seconds=round(elapsed, 3),
-    )
+    results.update(model=signature["model"], generation=task.generation, generated_items=todo,
+                   generation_seconds=round(elapsed, 3))
     write_report(out_dir, task, records, items, results)
     return results

@@ -29,6 +29,13 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def _metric(name: str, items: list[dict], refs: list[list[str]], indices: list[int]) -> float:
+    """A per-item metric's mean, or the WER, over the items at ``indices`` (item scores already set)."""
+    if name in PER_ITEM:
+        return _mean([items[i]["scores"][name] for i in indices])
+    return wer([items[i]["prediction"] for i in indices], [refs[i][0] for i in indices])
+
+
 def score(task: Task, records: list[Record], items: list[dict]) -> dict:
     """Results for ``items`` (``{"id", "prediction", ...}`` in the order of ``records``); adds item scores."""
     refs = [references(task, r) for r in records]
@@ -40,26 +47,20 @@ def score(task: Task, records: list[Record], items: list[dict]) -> dict:
         if name in PER_ITEM:
             for item, answers in zip(items, refs):
                 item.setdefault("scores", {})[name] = PER_ITEM[name](item["prediction"], answers)
-            metrics[name] = _mean([item["scores"][name] for item in items])
-        elif name == "wer":
-            metrics["wer"] = wer([item["prediction"] for item in items], [answers[0] for answers in refs])
-        elif name == "caption":
+        if name == "caption":
             captions = caption_scores({item["id"]: item["prediction"] for item in items},
                                       {item["id"]: answers for item, answers in zip(items, refs)})
             unavailable.update(captions.pop("unavailable"))
             metrics.update(captions)
+        else:
+            metrics[name] = _metric(name, items, refs, list(range(len(items))))
     by_category: dict[str, dict] = {}
     groups: dict[str, list[int]] = defaultdict(list)
     for index, category in enumerate(categories):
         groups[category].append(index)
     if len(groups) > 1 or "None" not in groups:
         for category, indices in sorted(groups.items()):
-            entry: dict = {"count": len(indices)}
-            for name in task.metrics:
-                if name in PER_ITEM:
-                    entry[name] = _mean([items[i]["scores"][name] for i in indices])
-                elif name == "wer":
-                    entry["wer"] = wer([items[i]["prediction"] for i in indices], [refs[i][0] for i in indices])
-            by_category[category] = entry
+            by_category[category] = {"count": len(indices)} | {
+                name: _metric(name, items, refs, indices) for name in task.metrics if name != "caption"}
     return {"task": task.name, "description": task.description, "num_items": len(items), "metrics": metrics,
             "by_category": by_category, "unavailable": unavailable}

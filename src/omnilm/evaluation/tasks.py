@@ -28,6 +28,7 @@ import yaml
 
 from omnilm.configkit import coerce, require
 from omnilm.errors import ConfigError, OmniError
+from omnilm.generation import GenerationSettings
 from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,7 @@ class TaskError(OmniError):
 
 def data_root() -> Path:
     """Where task datasets are built: ``$OMNILM_DATA``, else ``$OMNILM_CACHE/data``."""
-    if os.environ.get("OMNILM_DATA"):
-        return Path(os.environ["OMNILM_DATA"])
-    return cache_dir("data")
+    return Path(os.environ.get("OMNILM_DATA") or cache_dir("data"))
 
 
 def builtin_tasks() -> list[str]:
@@ -95,10 +94,7 @@ class TaskFile:
         require(all(fields), "prompt", "use named fields such as {text}, not {}")
         bad = sorted(set(self.generation) - set(GENERATION_KEYS))
         require(not bad, f"generation.{bad[0] if bad else ''}", f"unknown setting; use {', '.join(GENERATION_KEYS)}")
-        for key in ("max_new_tokens", "seed"):
-            value = self.generation.get(key, 0)
-            require(isinstance(value, int) and value >= 0, f"generation.{key}",
-                    f"expected a non-negative integer, got {value!r}")
+        GenerationSettings(**self.generation)  # checks the values, naming the field (generation.max_new_tokens)
         for step in self.postprocess:
             require(step in POSTPROCESSORS, "postprocess",
                     f"unknown step {step!r}; choose from {', '.join(POSTPROCESSORS)}")

@@ -159,10 +159,6 @@ def _umask() -> int:
     return mask
 
 
-def _remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def build_entry(name: str, fingerprint: dict, build: Callable[[Path], None], verify: bool = False) -> Path:
     """Return the complete cache entry `name`, building it with `build(tmp_dir)` when it is not usable.
 
@@ -180,10 +176,10 @@ def build_entry(name: str, fingerprint: dict, build: Callable[[Path], None], ver
         if status != "missing":
             logger.warning("Cache entry %s is unusable (%s); rebuilding it.", entry, status)
         for leftover in [*root.glob(f".{name}.tmp-*"), *root.glob(f".{name}.old-*")]:  # from killed conversions
-            _remove(leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
         with atomic_directory(entry) as tmp:
             build(tmp)
-            _remove(tmp / ".work")
+            shutil.rmtree(tmp / ".work", ignore_errors=True)
             tidy_tokenizer_config(tmp)
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
             marker = {"fingerprint": fingerprint, "files": _file_table(tmp)}
