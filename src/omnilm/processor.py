@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,8 @@ class OmniProcessor:
         for i, message in enumerate(msgs):
             if message["role"] != "assistant":
                 continue
-            start = _common_prefix(render(msgs[:i], True), full)
-            end = _common_prefix(render(msgs[: i + 1], False), full)
+            start = len(os.path.commonprefix([render(msgs[:i], True), full]))
+            end = len(os.path.commonprefix([render(msgs[: i + 1], False), full]))
             spans += [(full[pos:start], False), (full[start:end], True)]
             pos = end
         spans.append((full[pos:], False))
@@ -292,14 +293,6 @@ def _transcriber(cfg: OmniConfig, base_dir: str | Path | None) -> WhisperTranscr
 def _is_batch(conversations: Any) -> bool:
     """A list of conversations, as opposed to one conversation (a list of message dicts) or a prompt."""
     return isinstance(conversations, list) and bool(conversations) and isinstance(conversations[0], (list, str, Conversation))
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _inside(pos: int, ranges: list[tuple[int, int]]) -> bool:

@@ -51,20 +51,10 @@ def tiny_parts(seed: int = 0) -> dict[str, str]:
     return parts
 
 
-def tiny_model(
-    modalities: tuple[str, ...] = ("image", "audio", "video"),
-    connector: str = "mlp",
-    *,
-    seed: int = 0,
-    connector_options: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> OmniLM:
-    """A random OmniLM of a few MB for `modalities` with `connector` on every modality.
-
-    `overrides` replace whole config sections (e.g. `vision=VisionConfig(...)`, `video=VideoConfig(...)`).
-    """
-    return OmniLM.from_config(tiny_config(modalities, connector, seed=seed, connector_options=connector_options,
-                                          **overrides), name="tiny")
+def tiny_model(*args: Any, **kwargs: Any) -> OmniLM:
+    """A random OmniLM of a few MB, assembled from `tiny_config(*args, **kwargs)`: `modalities` with
+    `connector` on every modality; `overrides` replace whole config sections (e.g. `vision=VisionConfig(...)`)."""
+    return OmniLM.from_config(tiny_config(*args, **kwargs), name="tiny")
 
 
 def tiny_config(
