@@ -111,51 +111,35 @@ def _check(value: Any, hint: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise _wrong(value, hint, where)
+    if not _fits(value, hint):
+        raise _wrong(value, hint, where)
     if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            check_fields(value, where)
-            return value
         if isinstance(value, dict):
             return coerce(hint, value, where)
-        raise _wrong(value, hint, where)
-    if hint is float:
-        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _wrong(value, hint, where) from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_fields(value, where)
+        return value
+    if hint is float:  # an int, a float, or a string: YAML reads 1e-3 (no dot) as one
+        try:
             return float(value)
-        raise _wrong(value, hint, where)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _wrong(value, hint, where)
-    if hint in (str, bool):
-        if isinstance(value, hint):
-            return value
-        raise _wrong(value, hint, where)
+        except ValueError:
+            raise _wrong(value, hint, where) from None
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _wrong(value, hint, where)
         if origin is tuple and args and args[-1] is not Ellipsis:
             require(len(value) == len(args), where, f"expected {len(args)} values, got {len(value)}")
             return tuple(_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        checked = [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        checked = [_check(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(checked) if origin is tuple else checked
     if origin is dict:
-        if not isinstance(value, dict):
-            raise _wrong(value, hint, where)
-        item = args[1] if args else Any
-        return {k: _check(v, item, _join(where, str(k))) for k, v in value.items()}
+        return {k: _check(v, args[1] if args else Any, _join(where, str(k))) for k, v in value.items()}
     return value
 
 
 def _fits(value: Any, hint: Any) -> bool:
     """Whether `value` is of the kind `hint` describes (a mapping for a section, a list for a list, …)."""
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint) or origin is dict:
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    if origin is dict:
         return isinstance(value, dict)
     if origin in (list, tuple):
         return isinstance(value, (list, tuple))
