@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from omnilm.config import OmniConfig
+from omnilm.configkit import coerce
 from omnilm.connectors import connector_tokens
 from omnilm.encoders.vision import pooled_grid, prefix_token_count, vision_tower_config
 from omnilm.pixels import CLIP_MEAN, CLIP_STD, image_preprocessing
@@ -52,10 +53,7 @@ class MediaLayout:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MediaLayout:
-        data = dict(data)
-        for key in ("image_mean", "image_std"):
-            data[key] = tuple(data[key])
-        return cls(**data)
+        return coerce(cls, data, "layout")  # JSON lists become the tuples they were
 
 
 def compute_layout(cfg: OmniConfig, base_dir: str | Path | None = None) -> MediaLayout:
