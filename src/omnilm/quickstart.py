@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from omnilm.configkit import coerce, require
+from omnilm.configkit import coerce, read_mapping, require
 from omnilm.data.easy_vqa import (
     ESPEAK_INSTALL_HINT,
     REPEAT_INSTRUCTION,
@@ -116,10 +114,7 @@ def load_recipe(path: str | Path | None = None, budget_minutes: float | None = N
                 seed: int | None = None) -> Recipe:
     """The recipe; ``budget_minutes`` scales the training steps (the recipe's steps fit its ``budget_minutes``),
     ``seed`` replaces the training seed (sample order, LoRA initialisation; the data and test sample stay)."""
-    path = Path(path or default_recipe())
-    if not path.is_file():
-        raise ConfigError(f"quickstart recipe {path} does not exist")
-    recipe = Recipe.from_dict(yaml.safe_load(path.read_text()))
+    recipe = Recipe.from_dict(read_mapping(path or default_recipe(), "quickstart recipe"))
     if budget_minutes is not None:
         optim = recipe.train.optim
         require(recipe.budget_minutes is not None and optim.max_steps is not None, "budget_minutes",
