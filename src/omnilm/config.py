@@ -144,9 +144,6 @@ class PlaceholderConfig:
         require(all(values), path, "placeholders must be non-empty strings")
         require(len(set(values)) == 3, path, "image, audio and video placeholders must differ")
 
-    def for_modality(self, modality: str) -> str:
-        return getattr(self, modality)
-
 
 @dataclass
 class OmniConfig:

@@ -27,17 +27,10 @@ def tiny_demo(out_dir: str | Path) -> Iterator[str]:
     params = sum(p.numel() for p in lm.model.parameters())
     yield f"built {lm.config.modalities} → {params / 1e6:.2f} M parameters in {time.perf_counter() - start:.1f} s"
     video = make_video(out / "moving-square.mp4")
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image", "image": make_shape_image()},
-                {"type": "audio", "audio": make_tone()},
-                {"type": "video", "video": str(video)},
-                {"type": "text", "text": "Describe the image, the sound and the video."},
-            ],
-        }
-    ]
+    content = [{"type": "image", "image": make_shape_image()}, {"type": "audio", "audio": make_tone()},
+               {"type": "video", "video": str(video)},
+               {"type": "text", "text": "Describe the image, the sound and the video."}]
+    messages = [{"role": "user", "content": content}]
     inputs = lm.processor(messages)
     yield f"prompt: {inputs['input_ids'].shape[1]} tokens (image {lm.processor.layout.image_tokens}, " \
           f"video {lm.processor.layout.video_tokens}, audio {lm.processor.layout.audio_tokens(16_000)})"

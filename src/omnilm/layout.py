@@ -61,7 +61,7 @@ def compute_layout(cfg: OmniConfig, base_dir: str | Path | None = None) -> Media
     import transformers
 
     layout = MediaLayout(
-        placeholders={m: cfg.placeholders.for_modality(m) for m in cfg.modalities},
+        placeholders={m: getattr(cfg.placeholders, m) for m in cfg.modalities},
         fusion=cfg.fusion.mode,
         system_prompt=cfg.llm.system_prompt,
     )

@@ -64,11 +64,9 @@ class OmniLM:
     # Generation ---------------------------------------------------------------------------------
     def generate(self, prompt: str, *, images=None, audios=None, videos=None, **gen: Any) -> str:
         """Answer a prompt holding `<image>`/`<audio>`/`<video>` placeholders, one per item given."""
-        conversation = [{"role": "user", "content": prompt}]
-        conv = normalize_conversation(
-            conversation, self.processor.layout.placeholders, images=images, audios=audios, videos=videos
-        )
-        return self.chat_batch([conv], **gen)[0]
+        placeholders = self.processor.layout.placeholders
+        return self.chat(normalize_conversation(prompt, placeholders, images=images, audios=audios, videos=videos),
+                         **gen)
 
     def chat(self, messages: list[dict] | str, **gen: Any) -> str:
         """The assistant's reply to a conversation."""

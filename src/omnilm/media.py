@@ -162,10 +162,7 @@ def load_video(
     try:
         import av
 
-        total = _count_frames(source, max_frames_decoded)
-        if total == 0:
-            raise MediaError(f"video {name} has no decodable frames")
-        wanted = uniform_indices(total, num_frames)
+        wanted = uniform_indices(_count_frames(source, max_frames_decoded), num_frames)  # none: no frames (below)
         frames: dict[int, Image.Image] = {}
         with av.open(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
             stream = container.streams.video[0]
@@ -180,11 +177,9 @@ def load_video(
         raise
     except Exception as err:  # PyAV raises many types (InvalidDataError, IndexError on no stream, …)
         raise MediaError(f"video {name} is not a readable video: {err}") from None
-    return [frames[i] for i in wanted if i in frames] or _no_frames(name)
-
-
-def _no_frames(name: str) -> list[Image.Image]:
-    raise MediaError(f"video {name} has no decodable frames")
+    if not frames:
+        raise MediaError(f"video {name} has no decodable frames")
+    return [frames[i] for i in wanted if i in frames]
 
 
 def _count_frames(source: bytes | str, limit: int) -> int:

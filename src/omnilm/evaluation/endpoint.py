@@ -63,12 +63,11 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
             kind = part["type"]
             if kind == "text":
                 parts.append({"type": "text", "text": part["text"]})
-            elif kind == "image":
-                parts.append({"type": "image_url", "image_url": {"url": _data_url(part["image"], "image/png")}})
+            elif kind in ("image", "video"):  # data URLs in image_url / video_url parts
+                url = _data_url(part[kind], "image/png" if kind == "image" else "video/mp4")
+                parts.append({"type": f"{kind}_url", f"{kind}_url": {"url": url}})
             elif kind == "audio":
                 parts.append(_audio_part(part["audio"]))
-            elif kind == "video":
-                parts.append({"type": "video_url", "video_url": {"url": _data_url(part["video"], "video/mp4")}})
             else:
                 raise OmniError(f"cannot send a {kind!r} content part to an OpenAI-compatible endpoint")
         if message["role"] != "user" and all(p["type"] == "text" for p in parts):
@@ -104,15 +103,11 @@ class EndpointModel:
         return models[0]
 
     def _one(self, messages: list[dict], settings: GenerationSettings) -> str:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages),
-                                  "max_tokens": settings.max_new_tokens, "temperature": settings.temperature}
-        if settings.top_p != DEFAULTS.top_p:
-            kwargs["top_p"] = settings.top_p
-        if settings.stop:
-            kwargs["stop"] = list(settings.stop)
-        if settings.seed is not None:
-            kwargs["seed"] = settings.seed
-        response = self.client.chat.completions.create(**kwargs)
+        top_p = settings.top_p if settings.top_p != DEFAULTS.top_p else None
+        kwargs = {"model": self.model, "messages": to_openai_messages(messages), "max_tokens": settings.max_new_tokens,
+                  "temperature": settings.temperature, "top_p": top_p, "stop": list(settings.stop) or None,
+                  "seed": settings.seed}  # None: not sent
+        response = self.client.chat.completions.create(**{k: v for k, v in kwargs.items() if v is not None})
         return response.choices[0].message.content or ""
 
     def chat_batch(self, conversations: list[list[dict]], **gen: Any) -> list[str]:

@@ -26,7 +26,7 @@ from omnilm.dual.evaluate import retrieval_metrics
 from omnilm.errors import MediaError
 from omnilm.training.config import TrainConfig
 from omnilm.training.data import TrainData
-from omnilm.training.stages import param_groups
+from omnilm.training.stages import param_groups, set_train_mode
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +105,7 @@ class ContrastiveObjective:
 
     def train_mode(self) -> None:
         """Train mode, but eval mode (no dropout) for a locked tower."""
-        model = self.dual.model
-        model.train()
-        for tower in (model.vision_tower, model.text_tower):
-            if not any(p.requires_grad for p in tower.parameters()):
-                tower.eval()
+        set_train_mode(self.dual.model, [self.dual.model.vision_tower, self.dual.model.text_tower])
 
     def export(self, directory: Path) -> None:
         self.dual.forget_identity()

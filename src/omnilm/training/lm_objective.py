@@ -50,7 +50,7 @@ class LMObjective:
         apply_stage(model, cfg.stage, base_dir=base_dir)
         if cfg.optim.gradient_checkpointing:
             enable_gradient_checkpointing(model, cfg.stage)
-        set_train_mode(model)
+        self.train_mode()
         for data in (self.train_data, self.eval_data):
             if data is not None:
                 data.attach(Collator(self.lm.processor))
@@ -95,7 +95,8 @@ class LMObjective:
         return {"eval_loss": float(sums[0] / sums[1]), "eval_token_accuracy": float(sums[2] / sums[1])}
 
     def train_mode(self) -> None:
-        set_train_mode(self.lm.model)
+        model = self.lm.model
+        set_train_mode(model, [model.llm, model.vision, model.audio, model.video, *model.connectors.values()])
 
     def export(self, directory: Path) -> None:
         """The trained model as an omnilm checkpoint (adapters merged when export.merge_lora)."""

@@ -102,16 +102,12 @@ def _part_settings(stage: StageSection, part: str) -> PartStage:
     return getattr(stage, part)
 
 
-def set_train_mode(model: nn.Module) -> None:
-    """Train mode for parts with trainable weights; eval mode (no dropout) for frozen ones."""
+def set_train_mode(model: nn.Module, parts: list[nn.Module | None]) -> None:
+    """Train mode, but eval mode (no dropout) for each of `parts` whose weights are all frozen."""
     model.train()
-    for name in ("llm", "vision", "audio", "video"):
-        part = getattr(model, name, None)
+    for part in parts:
         if part is not None and not any(p.requires_grad for p in part.parameters()):
             part.eval()
-    for connector in model.connectors.values():
-        if not any(p.requires_grad for p in connector.parameters()):
-            connector.eval()
 
 
 def enable_gradient_checkpointing(model: OmniModel, stage: StageSection) -> None:
