@@ -208,6 +208,10 @@ class _Row:
             self.finish("stop", count=1)
             return
         self.tokens.append(token)
+        if not self.stop and self.request.sink is None:  # nothing to cut or stream: decode once, at the end
+            if len(self.tokens) >= self.max_new_tokens:
+                self.finish("length")
+            return
         text = self.decode()
         cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
