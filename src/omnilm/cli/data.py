@@ -11,6 +11,7 @@ EXAMPLE = """examples:
   omnilm data easy-vqa data/easy-vqa                  # train + test, LLaVA-style JSONL + PNG images
   omnilm data easy-vqa data/easy-vqa --splits test --limit 500
   omnilm data easy-vqa-spoken data/easy-vqa-spoken    # questions spoken by espeak-ng (held-out voices)
+  omnilm data easy-vqa-video data/easy-vqa-video --limit 100   # clips of shapes; order/count questions
   omnilm data spoken data/easy-vqa/train.jsonl data/spoken --copies 2   # any JSONL, human turns spoken"""
 
 
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("name", choices=sorted([*DATASETS, "spoken"]), help="dataset to build")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="OUT_DIR (spoken: SRC.jsonl OUT_DIR)")
     parser.add_argument("--splits", nargs="+", default=None, help="splits to build (default: the builder's)")
-    parser.add_argument("--limit", type=int, default=None, help="keep the first N questions per split")
+    parser.add_argument("--limit", type=int, default=None, help="keep the first N questions per split (easy-vqa-video: N clips)")
     parser.add_argument("--split", choices=("train", "test"), default=None,
                         help="spoken: voice set (default: test when SRC's name has test/val/dev, else train)")
     parser.add_argument("--copies", type=int, default=1, help="spoken: versions of each record, each another voice")

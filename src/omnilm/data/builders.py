@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from omnilm.data.easy_vqa import build_easy_vqa, build_easy_vqa_spoken
+from omnilm.data.easy_vqa_video import build_easy_vqa_video
 
 DATASETS: dict[str, Callable[..., dict]] = {
     "easy-vqa": build_easy_vqa,
     "easy-vqa-spoken": build_easy_vqa_spoken,
+    "easy-vqa-video": build_easy_vqa_video,
 }
 
 
