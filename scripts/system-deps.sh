@@ -2,12 +2,13 @@
 # The system tools the demo and the tests use, apt-get installed where missing (`make system-deps`):
 #   espeak-ng  speaks questions (quickstart's spoken evaluation, spoken datasets, the Whisper tests)
 #   sox        converts audio
+#   flite      a second synthesizer: spoken test questions in a voice unlike espeak-ng's (robustness sets)
 #   chromium   the browser of the web-page test (tests/test_serve_web.py)
 # It never fails the build: where it cannot install (no apt-get, not root, apt fails) it says so, the tests
 # that need a missing tool skip with the reason and the quickstart skips its spoken questions.
 set -u
 missing=()
-for tool in espeak-ng sox chromium; do  # each Debian package is named as its command
+for tool in espeak-ng sox flite chromium; do  # each Debian package is named as its command
   if command -v "$tool" >/dev/null 2>&1; then echo "system-deps: $tool is present"; else missing+=("$tool"); fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

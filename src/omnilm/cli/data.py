@@ -12,11 +12,13 @@ EXAMPLE = """examples:
   omnilm data easy-vqa data/easy-vqa --splits test --limit 500
   omnilm data easy-vqa-spoken data/easy-vqa-spoken    # questions spoken by espeak-ng (held-out voices)
   omnilm data easy-vqa-video data/easy-vqa-video --limit 100   # clips of shapes; order/count questions
-  omnilm data spoken data/easy-vqa/train.jsonl data/spoken --copies 2   # any JSONL, human turns spoken"""
+  omnilm data spoken data/easy-vqa/train.jsonl data/spoken --copies 2 --augment   # any JSONL, human turns spoken
+  omnilm data spoken data/easy-vqa/test.jsonl data/noisy --condition noise-10db     # a robustness test set"""
 
 
 def register(subparsers) -> None:
     from omnilm.data.builders import DATASETS
+    from omnilm.data.speech_conditions import CONDITIONS
 
     parser = add_command(subparsers, "data", run, help="build a dataset on disk (easy-vqa, spoken questions)",
                          description="Build a dataset as JSONL records (LLaVA shape) plus media files under OUT_DIR.",
@@ -28,6 +30,10 @@ def register(subparsers) -> None:
     parser.add_argument("--split", choices=("train", "test"), default=None,
                         help="spoken: voice set (default: test when SRC's name has test/val/dev, else train)")
     parser.add_argument("--copies", type=int, default=1, help="spoken: versions of each record, each another voice")
+    parser.add_argument("--augment", action="store_true",
+                        help="spoken: vary each clip's background noise, level and tempo (training data)")
+    parser.add_argument("--condition", choices=sorted(CONDITIONS), default=None,
+                        help="spoken: one test condition for every clip (noise, level, tempo, another synthesizer)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         from omnilm.data.spoken import build_spoken
 
         try:
-            result = build_spoken(*args.paths, split=args.split, copies=args.copies, limit=args.limit)
+            result = build_spoken(*args.paths, split=args.split, copies=args.copies, limit=args.limit,
+                                  augment=args.augment, condition=args.condition)
         except RuntimeError as err:  # espeak-ng missing or failing: say how to fix it
             raise OmniError(str(err)) from None
     else:

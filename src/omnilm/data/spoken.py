@@ -9,6 +9,7 @@ the spoken text kept in `spoken_text` and the voice settings in `voice`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from typing import Any
 from omnilm.config import MODALITIES
 from omnilm.data.easy_vqa import TEST_VOICES, TRAIN_VOICES, espeak_binary, speak
 from omnilm.data.records import read_records, write_jsonl
+from omnilm.data.speech_conditions import CONDITIONS, Condition, apply, augmentation, flite_speak
 from omnilm.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,10 @@ PITCHES = (30, 45, 60, 75)  # espeak-ng pitch, 0-99 (default 50)
 SAMPLE_RATE = 16_000  # Whisper's rate: no resampling at training time
 
 
-def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int) -> None:
-    """Speak `text` into a mono 16 kHz float WAV at `path` (written atomically)."""
+def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int, condition: Condition | None = None,
+               seed: str = "") -> None:
+    """Speak `text` into a mono 16 kHz float WAV at `path` (written atomically), under `condition` (noise,
+    level, tempo, synthesizer; its noise drawn from `seed`) when given."""
     import numpy as np
     import soundfile
 
@@ -38,9 +42,15 @@ def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int) -> 
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "speech.wav"
-        speak(text, voice, raw, speed=speed, pitch=pitch)
+        if condition is not None and condition.synthesizer == "flite":
+            flite_speak(text, raw)
+        else:
+            speak(text, voice, raw, speed=speed, pitch=pitch)
         samples, rate = soundfile.read(str(raw), dtype="float32")
     samples = resample(samples if samples.ndim == 1 else samples.mean(axis=1), rate, SAMPLE_RATE)
+    if condition is not None:
+        rng = np.random.default_rng(int(hashlib.sha256(f"{seed}|{path.name}".encode()).hexdigest()[:8], 16))
+        samples = apply(samples, condition, rng)
     with atomic_path(path) as staging:
         soundfile.write(str(staging), np.asarray(samples, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
 
@@ -61,13 +71,21 @@ def build_spoken(
     media_root: str | Path | None = None,
     voices: tuple[str, ...] | None = None,
     limit: int | None = None,
+    augment: bool = False,
+    condition: str | None = None,
 ) -> dict:
     """Write `OUT_DIR/<src stem>.jsonl` and `OUT_DIR/audio/*.wav`; returns {"dir", "files", "counts"}.
 
     `split` (train | test) picks the voice set; by default a source named like *test* / *val* is test.
     `copies` > 1 writes each record several times with different voices (training augmentation).
+    `augment` varies each clip's noise, level and tempo (`speech_conditions.augmentation`); `condition`
+    applies one named test condition (`speech_conditions.CONDITIONS`) to every clip.
     """
     espeak_binary()
+    if condition is not None and condition not in CONDITIONS:
+        raise ValueError(f"unknown speech condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+    if augment and condition is not None:
+        raise ValueError("augment and condition exclude each other: augmentation is for training, conditions for tests")
     src, out = Path(src), Path(out_dir)
     split = split or ("test" if any(s in src.stem.lower() for s in ("test", "val", "dev")) else "train")
     if split not in ("train", "test"):
@@ -81,6 +99,10 @@ def build_spoken(
     for record in records:
         for copy in range(copies):
             setting = voice_for(record.id, copy, voices)
+            if augment:
+                setting["condition"] = augmentation(f"{record.id}|{copy}")
+            elif condition is not None:
+                setting["condition"] = CONDITIONS[condition]
             rows.append(_spoken_record(record, copy if copies > 1 else None, setting, out))
     target = out / f"{src.stem}.jsonl"
     write_jsonl(target, rows)
@@ -105,10 +127,10 @@ def _spoken_record(record, copy: int | None, setting: dict[str, Any], out: Path)
             placeholders.append(f"<{kind}>")
         text = " ".join(t.strip() for t in texts if t.strip())
         if message["role"] == "user" and text:
-            name = hashlib.sha256(json.dumps([text, setting]).encode()).hexdigest()[:20] + ".wav"
+            name = hashlib.sha256(json.dumps([text, described_setting(setting)]).encode()).hexdigest()[:20] + ".wav"
             path = out / "audio" / name
             if not path.is_file():
-                synthesize(text, path, **setting)
+                synthesize(text, path, **setting, seed=record.id)
             media["audio"].append(f"audio/{name}")
             placeholders.append("<audio>")
             spoken.append(text)
@@ -119,7 +141,14 @@ def _spoken_record(record, copy: int | None, setting: dict[str, Any], out: Path)
                       "value": value})
     row: dict[str, Any] = {**record.fields, "id": record.id if copy is None else f"{record.id}-v{copy}"}
     row.update({kind: paths for kind, paths in media.items() if paths})
-    row.update({"conversations": turns, "spoken_text": spoken, "voice": setting})
+    row.update({"conversations": turns, "spoken_text": spoken, "voice": described_setting(setting)})
     if record.category is not None:
         row["category"] = record.category
     return row
+
+
+def described_setting(setting: dict[str, Any]) -> dict[str, Any]:
+    """A voice setting as JSON: its condition, when any, as a plain mapping."""
+    if "condition" not in setting:
+        return setting
+    return {**setting, "condition": dataclasses.asdict(setting["condition"])}
