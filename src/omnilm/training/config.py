@@ -27,6 +27,7 @@ from omnilm.errors import ConfigError
 PART_MODES = ("frozen", "full", "lora", "qlora")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+LOSS_TYPES = ("cross_entropy", "distill")
 
 
 @dataclass
@@ -129,6 +130,23 @@ class LoraSection:
 
 
 @dataclass
+class LossSection:
+    """The token objective. `cross_entropy`: on the assistant tokens. `distill` (Ultravox's recipe): on a spoken
+    record (one built by `omnilm data spoken`, which keeps the words in `spoken_text`), the KL divergence from
+    the model's next-token distribution given the question as text (the teacher, no gradient) to the same
+    model's given the audio, at `temperature`, plus `ce_weight` × cross-entropy; other records: cross-entropy."""
+
+    type: str = "cross_entropy"  # cross_entropy | distill
+    temperature: float = 1.0  # softens both distributions (distill)
+    ce_weight: float = 0.0  # distill: weight of the cross-entropy on spoken records
+
+    def validate(self, path: str = "stage.loss") -> None:
+        require(self.type in LOSS_TYPES, f"{path}.type", f"{self.type!r} is not one of {LOSS_TYPES}")
+        require(self.temperature > 0, f"{path}.temperature", "must be > 0")
+        require(self.ce_weight >= 0, f"{path}.ce_weight", "must be >= 0")
+
+
+@dataclass
 class StageSection:
     """Stage 1 (align): connectors only. Stage 2 (instruct): connectors + LoRA on the LLM."""
 
@@ -140,6 +158,7 @@ class StageSection:
     llm: PartStage = field(default_factory=PartStage)
     text: PartStage = field(default_factory=PartStage)  # a dual encoder's text tower (LiT trains it: full)
     lora: LoraSection = field(default_factory=LoraSection)
+    loss: LossSection = field(default_factory=LossSection)
 
     def __post_init__(self) -> None:
         check_fields(self, "stage")
@@ -159,6 +178,7 @@ class StageSection:
         self.llm.validate(f"{path}.llm")
         self.text.validate(f"{path}.text", ("frozen", "full"))
         self.lora.validate(f"{path}.lora")
+        self.loss.validate(f"{path}.loss")
 
     def connector(self, key: str) -> PartStage:
         return self.per_connector.get(key, self.connectors)
@@ -255,7 +275,11 @@ class TrainConfig:
             (DualEncoderConfig if kind == DUAL_KIND else OmniConfig).from_dict(self.model.config)
         if kind != DUAL_KIND:
             require(self.stage.text.mode == "frozen", "stage.text.mode", "only a dual encoder has a text tower to train")
+            require(self.stage.loss.type != "distill" or not self.data.streaming, "data.streaming",
+                    "distillation reads each spoken record's text beside its audio; use streaming: false")
             return
+        require(self.stage.loss.type == "cross_entropy", "stage.loss.type",
+                "a dual encoder trains contrastively; the token losses are for chat models")
         for name in ("llm", "audio"):
             require(getattr(self.stage, name).mode == "frozen", f"stage.{name}.mode",
                      f"a dual encoder has no {name}; its parts are vision, text and connectors (the heads)")

@@ -28,8 +28,9 @@ from omnilm.training.config import DataSection
 logger = logging.getLogger(__name__)
 
 
-def load_records(files: list[str], media_root: str | None, modalities: tuple[str, ...], limit: int | None = None):
-    """Validated records of `files` as rows {"messages": JSON text, "where": "file:line"}.
+def load_records(files: list[str], media_root: str | None, modalities: tuple[str, ...], limit: int | None = None,
+                 extra: Callable[[Any], dict[str, str]] | None = None):
+    """Validated records of `files` as rows {"messages": JSON text, "where": "file:line", **extra(record)}.
 
     Beyond records.py's checks (JSON, shape, media files, placeholder counts, an assistant turn), each
     record's media must be of a kind the model takes.
@@ -44,7 +45,7 @@ def load_records(files: list[str], media_root: str | None, modalities: tuple[str
                 problems.append(f"{where}: the model takes no {', '.join(unsupported)} input "
                                 f"(it takes {', '.join(modalities) or 'text only'})")
                 continue
-            rows.append({"messages": json.dumps(record.messages), "where": where})
+            rows.append({"messages": json.dumps(record.messages), "where": where, **(extra(record) if extra else {})})
     if problems:
         raise RecordError(f"{len(problems)} record(s) the model cannot take:\n  " + "\n  ".join(problems[:20]))
     return rows

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 class LMObjective:
+    collator = Collator  # rows → batches; a subclass may add what its loss needs
+    row_extra = None  # record → extra row fields (a subclass's), or None
+
     def __init__(self, cfg: TrainConfig, *, world: int, rank: int) -> None:
         self.cfg = cfg
         if cfg.stage.llm.mode == "qlora":
@@ -36,11 +39,11 @@ class LMObjective:
         modalities = model_config(cfg.model).modalities
         kwargs = {"micro_batch": cfg.optim.batch_size, "grad_accum": cfg.optim.grad_accum, "world": world,
                   "rank": rank, "seed": cfg.seed}
-        rows = load_records(data.train_files, data.media_root, modalities)  # validates every record up front
+        rows = load_records(data.train_files, data.media_root, modalities, extra=self.row_extra)  # all validated now
         self.train_data = TrainData(rows, data, stream_files=data.train_files if data.streaming else None, **kwargs)
         self.eval_data = None
         if data.eval_files:
-            rows = load_records(data.eval_files, data.media_root, modalities, data.max_eval_samples)
+            rows = load_records(data.eval_files, data.media_root, modalities, data.max_eval_samples, self.row_extra)
             self.eval_data = TrainData(rows, data, **kwargs)
 
     def build(self, device: torch.device):
@@ -53,7 +56,7 @@ class LMObjective:
         self.train_mode()
         for data in (self.train_data, self.eval_data):
             if data is not None:
-                data.attach(Collator(self.lm.processor))
+                data.attach(self.collator(self.lm.processor))
         self.find_unused_parameters = len(model.connectors) > 1
         self.cache = None
         if cfg.feature_cache.enabled:
@@ -107,8 +110,10 @@ class LMObjective:
         self.lm.save(directory, full=self.cfg.export.full)
 
     @staticmethod
-    def _token_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cross-entropy summed over the assistant tokens; plus their logits and targets.
+    def _token_loss(model, batch: dict[str, Any], reduction: str = "sum") -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """Cross-entropy summed over the assistant tokens (`reduction="none"`: one per token); plus their
+        logits and targets.
 
         The LM head runs only where the next token is a label (a boolean `logits_to_keep`): the same loss
         and gradients as the full (B, L, V) logits, without computing and storing them.
@@ -118,4 +123,4 @@ class LMObjective:
         keep = targets != IGNORE_INDEX  # (B, L)
         logits = model(**batch, logits_to_keep=keep).logits.float()  # (N_label_tokens, V)
         targets = targets[keep]  # (N_label_tokens,)
-        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum"), logits, targets
+        return torch.nn.functional.cross_entropy(logits, targets, reduction=reduction), logits, targets

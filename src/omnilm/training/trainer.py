@@ -67,6 +67,10 @@ def make_objective(cfg: TrainConfig, *, world: int, rank: int):
         from omnilm.training.contrastive import ContrastiveObjective
 
         return ContrastiveObjective(cfg, world=world, rank=rank)
+    if cfg.stage.loss.type == "distill":
+        from omnilm.training.distill import DistillObjective
+
+        return DistillObjective(cfg, world=world, rank=rank)
     from omnilm.training.lm_objective import LMObjective
 
     return LMObjective(cfg, world=world, rank=rank)
