@@ -63,13 +63,13 @@ def test_clips_show_their_images_in_order_and_test_clips_use_only_test_images(tm
     for split, records in (("train", train), ("test", test)):
         _, paths = split_questions(split)
         for record in records[::6]:  # one per clip
-            sources = {i: np.asarray(Image.open(paths[i]).convert("RGB"), dtype=np.int16) for i in set(record["images"])}
+            sources = {i: np.asarray(Image.open(paths[i]).convert("RGB"), dtype=np.int16) for i in set(record["source_images"])}
             others = {i: np.asarray(Image.open(paths[i]).convert("RGB"), dtype=np.int16)
                       for i in range(40) if i not in sources}  # decoys: other images of the same split
             frames = load_video(str(tmp_path / record["video"]), num_frames=8)
             shown = nearest_images(frames, {**sources, **others})
-            runs = frame_runs(len(record["images"]), 8)
-            assert shown == [i for i, run in zip(record["images"], runs) for _ in range(run)]
+            runs = frame_runs(len(record["source_images"]), 8)
+            assert shown == [i for i, run in zip(record["source_images"], runs) for _ in range(run)]
     before = (tmp_path / test[0]["video"]).stat().st_mtime_ns
     assert build_easy_vqa_video(tmp_path, limit=3)["counts"] == result["counts"]  # a rerun reuses the clips
     assert (tmp_path / test[0]["video"]).stat().st_mtime_ns == before

@@ -54,9 +54,8 @@ class OmniModel(nn.Module):
             head.register_forward_pre_hook(_contiguous_input)
         self.video = None
         if config.video is not None:
-            self.video = VideoEncoder(
-                num_frames=config.video.num_frames, temporal_pool=config.video.temporal_pool, dim=vision.out_dim
-            )
+            self.video = VideoEncoder(num_frames=config.video.num_frames, temporal_pool=config.video.temporal_pool,
+                                      dim=vision.out_dim, frame_order=config.video.frame_order)
         in_dims = {"image": vision and vision.out_dim, "video": vision and vision.out_dim, "audio": audio and audio.out_dim}
         self.connectors = nn.ModuleDict(
             {

@@ -32,6 +32,7 @@ from omnilm.data.easy_vqa import (
     single_turn,
     speak,
 )
+from omnilm.data.easy_vqa_video import ORDER_CATEGORIES
 from omnilm.data.records import read_jsonl, write_jsonl
 from omnilm.errors import ConfigError
 from omnilm.io import atomic_directory, atomic_write_bytes
@@ -47,9 +48,22 @@ SPOKEN_QUESTION = "What color is the shape?"
 SPOKEN_SENTENCE = "The weather is lovely today, let us go for a walk in the park."
 
 
-def default_recipe() -> Path:
-    """The recipe shipped inside the package (``make demo``'s)."""
-    return Path(str(importlib.resources.files("omnilm") / "recipes" / "quickstart.yaml"))
+def default_recipe(name: str = "quickstart") -> Path:
+    """A recipe shipped inside the package: ``quickstart`` (``make demo``'s) or ``native`` (it hears speech as audio
+    tokens, not through Whisper's transcript, and watches video)."""
+    return Path(str(importlib.resources.files("omnilm") / "recipes" / f"{RECIPES.get(name, name)}.yaml"))
+
+
+RECIPES = {"quickstart": "quickstart", "native": "quickstart-native"}
+
+
+def recipe_path(ref: str | Path | None) -> Path:
+    """A recipe file: a shipped recipe's name (``native``) or a YAML path."""
+    if ref is None:
+        return default_recipe()
+    if str(ref) in RECIPES:
+        return default_recipe(str(ref))
+    return Path(ref)
 
 
 @dataclass
@@ -58,11 +72,37 @@ class EvalSection:
     spoken_limit: int | None = None  # the first N of them also spoken (None: all)
     seed: int = 0  # the test sample, and the training questions kept by balance()
     batch_size: int = 16
+    cascade: bool = False  # a model that hears natively: also ask the spoken items through Whisper's transcripts
+    latency_items: int = 0  # time to first token of this many spoken questions, one at a time (0: not measured)
 
     def validate(self, path: str = "eval") -> None:
         require(self.limit >= 1, f"{path}.limit", "must be >= 1")
         require(self.spoken_limit is None or self.spoken_limit >= 0, f"{path}.spoken_limit", "must be >= 0")
         require(self.batch_size >= 1, f"{path}.batch_size", "must be >= 1")
+        require(self.latency_items >= 0, f"{path}.latency_items", "must be >= 0")
+
+
+@dataclass
+class SpokenTrainSection:
+    """A share of the training questions also spoken (training voices only), for a model that hears natively."""
+
+    share: float = 0.25  # of the easy-VQA training questions kept by the surgery
+    augment: bool = True  # vary noise, level and tempo per clip (omnilm.data.speech_conditions)
+
+    def validate(self, path: str = "spoken_train") -> None:
+        require(0.0 < self.share <= 1.0, f"{path}.share", "must be in (0, 1]")
+
+
+@dataclass
+class VideoSection:
+    """Clips of easy-VQA shapes shown in turn (omnilm.data.easy_vqa_video): six questions per clip."""
+
+    train_clips: int = 1500
+    test_clips: int = 50  # test questions: 6 per clip
+
+    def validate(self, path: str = "video") -> None:
+        require(self.train_clips >= 1, f"{path}.train_clips", "must be >= 1")
+        require(self.test_clips >= 1, f"{path}.test_clips", "must be >= 1")
 
 
 @dataclass
@@ -79,6 +119,8 @@ class Recipe:
     captions: bool = False  # + each training image's caption
     repeats: int = 0  # + this many text-only "repeat what I said" samples
     train_limit: int | None = None  # easy-VQA training questions read (None: all)
+    spoken_train: SpokenTrainSection | None = None  # spoken training questions (a model with audio.mode: embed)
+    video: VideoSection | None = None  # video clips to train and evaluate on (a model with a video part)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -90,6 +132,9 @@ class Recipe:
         require(self.repeats >= 0, "repeats", "must be >= 0")
         require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be >= 1")
         require(self.budget_minutes is None or self.budget_minutes > 0, "budget_minutes", "must be > 0")
+        for section in (self.spoken_train, self.video):
+            if section is not None:
+                section.validate()
         optim = self.train.optim
         batch = optim.batch_size * optim.grad_accum
         require(not self.paired or (not self.train.data.shuffle and batch % 2 == 0), "paired",
@@ -114,7 +159,7 @@ def load_recipe(path: str | Path | None = None, budget_minutes: float | None = N
                 seed: int | None = None) -> Recipe:
     """The recipe; ``budget_minutes`` scales the training steps (the recipe's steps fit its ``budget_minutes``),
     ``seed`` replaces the training seed (sample order, LoRA initialisation; the data and test sample stay)."""
-    recipe = Recipe.from_dict(read_mapping(path or default_recipe(), "quickstart recipe"))
+    recipe = Recipe.from_dict(read_mapping(recipe_path(path), "quickstart recipe"))
     if budget_minutes is not None:
         optim = recipe.train.optim
         require(recipe.budget_minutes is not None and optim.max_steps is not None, "budget_minutes",
@@ -192,6 +237,12 @@ def build_data(data_dir: Path, recipe: Recipe, *, speech: bool) -> dict[str, Any
         train += read_jsonl(data_dir / "shapes-caption-train.jsonl")
     if recipe.repeats:
         train += repeat_records(questions, recipe.repeats, seed)
+    extra = []  # spoken and video records: paired two by two like the other non-yes/no records
+    if recipe.spoken_train is not None and speech:
+        extra += spoken_training(data_dir, train, recipe.spoken_train, recipe.answer_suffix, seed)
+    if recipe.video is not None:
+        extra += video_records(data_dir, "train", recipe.video.train_clips, recipe.answer_suffix)
+    train += extra
     if recipe.paired:
         train = paired_order(train, recipe.train.seed)
     write_jsonl(data_dir / "train-prompted.jsonl", train)
@@ -212,8 +263,44 @@ def build_data(data_dir: Path, recipe: Recipe, *, speech: bool) -> dict[str, Any
                            "voice": voice})
         write_jsonl(data_dir / "eval-spoken.jsonl", spoken)
         files["spoken"] = str(data_dir / "eval-spoken.jsonl")
+    if recipe.video is not None:
+        video_records(data_dir, "test", recipe.video.test_clips, "")
+        files["video"] = str(data_dir / "video" / "video-test.jsonl")
     logger.info("data: %d training questions, %d test questions sampled (seed %d)", len(train), len(sample), seed)
     return {"files": files, "train_questions": len(train), "eval_items": len(sample)}
+
+
+def spoken_training(data_dir: Path, typed: list[dict], section: SpokenTrainSection, suffix: str,
+                    seed: int) -> list[dict]:
+    """A seeded ``section.share`` of the typed training questions spoken by training voices (augmented when
+    asked), asked as ``<image>`` + the clip + ``suffix``; the words stay in ``spoken_text`` for distillation."""
+    from omnilm.data.spoken import build_spoken
+
+    chosen = random.Random(f"spoken-{seed}").sample(typed, round(section.share * len(typed)))
+    source = data_dir / "spoken-source" / "spoken-train.jsonl"  # its media paths are relative to data_dir
+    write_jsonl(source, [{**r, "conversations": [
+        {"from": "human", "value": r["conversations"][0]["value"].removesuffix(suffix)}, r["conversations"][1]]}
+        for r in chosen])
+    built = build_spoken(source, data_dir, split="train", augment=section.augment, media_root=data_dir)
+    rows = read_jsonl(Path(built["files"][source.name]))
+    for row in rows:
+        row["conversations"][0]["value"] += suffix
+        row["id"] = f"spoken-{row['id']}"
+        row["category"] = f"spoken-{row.get('category')}"  # kept out of the yes/no pairs of typed questions
+    return rows
+
+
+def video_records(data_dir: Path, split: str, clips: int, suffix: str) -> list[dict]:
+    """easy-VQA video records of ``split`` (``clips`` clips, six questions each) with ``suffix`` on each question;
+    media paths relative to ``data_dir``."""
+    from omnilm.data.easy_vqa_video import build_easy_vqa_video
+
+    built = build_easy_vqa_video(data_dir / "video", splits=(split,), limit=clips)
+    rows = read_jsonl(Path(built["files"][f"video-{split}.jsonl"]))
+    for row in rows:
+        row["video"] = f"video/{row['video']}"
+        row["conversations"][0]["value"] += suffix
+    return rows
 
 
 def train_model(config: TrainConfig, train_file: str, out_dir: Path) -> str:
@@ -239,10 +326,15 @@ def evaluate_both(model_dir: str, files: dict[str, str], out_dir: Path, evaluati
     from omnilm.evaluation.tasks import load_task
 
     lm = load(model_dir)
-    limits = {"typed": evaluation.limit,
-              "spoken": evaluation.limit if evaluation.spoken_limit is None else evaluation.spoken_limit}
+    spoken_limit = evaluation.limit if evaluation.spoken_limit is None else evaluation.spoken_limit
+    limits = {"typed": evaluation.limit, "spoken": spoken_limit, "video": None}
+    files = dict(files)
+    if evaluation.cascade and "spoken" in files and hears_natively(lm):
+        files["spoken-cascade"] = cascade_records(lm, Path(files["spoken"]), out_dir / "cascade.jsonl", spoken_limit)
+        limits["spoken-cascade"] = spoken_limit
     results = {}
-    for kind, task_name in (("typed", "easy-vqa"), ("spoken", "easy-vqa-spoken")):
+    for kind, task_name in (("typed", "easy-vqa"), ("spoken", "easy-vqa-spoken"), ("spoken-cascade", "easy-vqa"),
+                            ("video", "easy-vqa-video")):
         if kind in files:
             task = dataclasses.replace(load_task(task_name), data=Path(files[kind]), dataset=None)
             if kind == "spoken":
@@ -250,6 +342,74 @@ def evaluate_both(model_dir: str, files: dict[str, str], out_dir: Path, evaluati
             results[kind] = evaluate(lm, task, out_dir / kind, batch_size=evaluation.batch_size, limit=limits[kind])
     return {kind: {"num_items": r["num_items"], "metrics": r["metrics"], "by_category": r["by_category"],
                    "seconds": r["generation_seconds"]} for kind, r in results.items()}
+
+
+def hears_natively(lm) -> bool:
+    return lm.config.audio is not None and lm.config.audio.mode == "embed"
+
+
+def whisper_for(lm):
+    """The Whisper ASR of the model's own audio source (for the cascade beside a model that hears natively)."""
+    from omnilm.encoders.audio import load_transcriber
+    from omnilm.sources import resolve_source
+
+    audio = lm.config.audio
+    return load_transcriber(audio, resolve_source(audio.source))
+
+
+def cascade_records(lm, spoken_file: Path, out_file: Path, limit: int | None) -> str:
+    """The spoken eval items as typed questions: each clip replaced by Whisper's transcript (kept in
+    ``out_file``, so a resumed run does not transcribe again)."""
+    from omnilm.media import load_audio
+
+    if out_file.is_file():
+        return str(out_file)
+    rows = read_jsonl(spoken_file)[:limit]
+    transcriber, heard = whisper_for(lm), []
+    for start in range(0, len(rows), 16):
+        clips = [load_audio(str(spoken_file.parent / r["audio"]), max_seconds=30.0) for r in rows[start : start + 16]]
+        heard += transcriber.transcribe(clips)
+    write_jsonl(out_file, [{"id": r["id"], "image": str(spoken_file.parent / r["image"]), "category": r.get("category"),
+                            "heard": text, "conversations": [{"from": "human", "value": f"<image>\n{text}"},
+                                                             r["conversations"][1]]}
+                           for r, text in zip(rows, heard)])
+    return str(out_file)
+
+
+def spoken_latency(model_dir: str, spoken_file: str, *, items: int, cascade: bool) -> dict[str, Any]:
+    """Median time to first token (ms) of spoken questions asked one at a time, as a user asks: as the model
+    hears them (its own audio mode), and, for a model that hears natively and ``cascade``, through Whisper's
+    transcript (transcription included)."""
+    from omnilm import load
+    from omnilm.media import load_audio
+
+    lm = load(model_dir)
+    rows = read_jsonl(Path(spoken_file))[:items]
+    root = Path(spoken_file).parent
+    heard, through_text = [], []
+    transcriber = whisper_for(lm) if cascade and hears_natively(lm) else None
+    for row in rows:
+        image, clip = str(root / row["image"]), str(root / row["audio"])
+        start = time.perf_counter()
+        lm.chat([{"role": "user", "content": [{"type": "image", "image": image}, {"type": "audio", "audio": clip}]}],
+                max_new_tokens=1)
+        heard.append(time.perf_counter() - start)
+        if transcriber is not None:
+            start = time.perf_counter()
+            text = transcriber.transcribe([load_audio(clip, max_seconds=30.0)])[0]
+            lm.chat([{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}],
+                    max_new_tokens=1)
+            through_text.append(time.perf_counter() - start)
+    result = {"items": len(rows), "audio_mode": lm.config.audio.mode, "spoken_ms": _median_ms(heard)}
+    if through_text:
+        result["cascade_ms"] = _median_ms(through_text)
+    return result
+
+
+def _median_ms(seconds: list[float]) -> float:
+    import statistics
+
+    return round(1000 * statistics.median(seconds), 1)
 
 
 def live_examples(model_dir: str, data_dir: Path, image: str, speech: bool, instruction: str) -> list[dict[str, str]]:
@@ -305,11 +465,15 @@ def run_quickstart(out_dir: str | Path, recipe: Recipe | dict[str, Any]) -> dict
     image = read_jsonl(Path(data["files"]["typed"]))[0]["image"]
     examples = steps.run("examples", lambda: live_examples(trained, data_dir, str(data_dir / image), env["speech"],
                                                            instruction))
+    latency = None
+    if "spoken" in data["files"] and recipe.eval.latency_items:
+        latency = steps.run("latency", lambda: spoken_latency(trained, data["files"]["spoken"],
+                                                              items=recipe.eval.latency_items, cascade=recipe.eval.cascade))
     model = steps.run("save", lambda: save_model(trained, out / "model"))
     warnings = results_warnings(results, recipe.train.seed)
     for warning in warnings:
         logger.warning(warning)
-    return {"results": results, "examples": examples, "model": model, "seconds": steps.seconds(),
+    return {"results": results, "latency": latency, "examples": examples, "model": model, "seconds": steps.seconds(),
             "speech": env["speech"], "loss_png": str(out / "train" / "loss.png"), "warnings": warnings}
 
 
@@ -344,4 +508,21 @@ def timings_table(seconds: dict[str, float]) -> str:
     lines = ["| step | time |", "|---|---|"]
     lines += [f"| {name} | {value / 60:.1f} min |" for name, value in seconds.items()]
     lines.append(f"| total | {sum(seconds.values()) / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+VIDEO_GROUPS = (("order (first/last shape or colour)", ORDER_CATEGORIES), ("count", ("video-count",)),
+                ("contains a colour", ("video-contains",)))
+
+
+def video_table(result: dict[str, Any]) -> str:
+    """A Markdown table of the video questions by kind: those that need the frames' order, counting, colours."""
+    lines = ["| video questions | items | accuracy |", "|---|---|---|"]
+    by = result["by_category"]
+    for label, names in VIDEO_GROUPS:
+        count = sum(by[n]["count"] for n in names if n in by)
+        if count:
+            correct = sum(by[n]["vqa_accuracy"] * by[n]["count"] for n in names if n in by)
+            lines.append(f"| {label} | {count} | {100 * correct / count:.1f}% |")
+    lines.append(f"| all | {result['num_items']} | {100 * result['metrics']['vqa_accuracy']:.1f}% |")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ EXAMPLE = """example:
   omnilm quickstart --out runs/quickstart                 # ~18 min on 2 CPU cores; re-run to resume
   omnilm quickstart --out runs/qs-seed1 --seed 1          # another sample order and LoRA initialisation
   omnilm quickstart --budget-minutes 10                   # fewer training steps
+  omnilm quickstart --recipe native --out runs/qs-native  # hears speech natively, watches video (not yet measured)
   omnilm quickstart --tiny                                # a tiny random model, seconds (the pipeline only)"""
 
 
@@ -25,7 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="scale the training steps to this whole-run budget (the recipe's is 20)")
     parser.add_argument("--recipe", default=None,
-                        help="recipe YAML (default: the one shipped in the package, omnilm/recipes/quickstart.yaml)")
+                        help="recipe YAML, or a shipped recipe's name: quickstart (the default, omnilm/recipes/"
+                             "quickstart.yaml; speech through Whisper's transcript) or native (speech as audio tokens "
+                             "with distillation, and video)")
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed: sample order and LoRA initialisation (default: the recipe's, 0)")
     parser.add_argument("--tiny", action="store_true", help="tiny random model demo instead (no training)")
@@ -44,10 +47,17 @@ def run(args: argparse.Namespace) -> int:
         for line in tiny_demo(args.out):
             print(line)
         return 0
-    from omnilm.quickstart import load_recipe, results_table, run_quickstart, timings_table
+    from omnilm.quickstart import load_recipe, results_table, run_quickstart, timings_table, video_table
 
     summary = run_quickstart(args.out, load_recipe(args.recipe, args.budget_minutes, args.seed))
     print("\neasy-VQA test (a fixed seeded sample), VQA accuracy:\n" + results_table(summary["results"]))
+    if "video" in summary["results"]:
+        print("\n" + video_table(summary["results"]["video"]))
+    if summary["latency"]:
+        latency = summary["latency"]
+        print(f"\ntime to first token, spoken question ({latency['items']} asked one at a time, median): "
+              f"{latency['spoken_ms']:.0f} ms as the model hears it ({latency['audio_mode']})"
+              + (f", {latency['cascade_ms']:.0f} ms through Whisper's transcript" if "cascade_ms" in latency else ""))
     if not summary["speech"]:
         print("(spoken questions skipped: espeak-ng is not installed; `make system-deps` installs it)")
     print("\nlive examples:")

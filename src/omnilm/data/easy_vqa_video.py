@@ -11,8 +11,9 @@ equal run of frames, encoded with PyAV. Its questions need the frames, and most 
     Does a green shape appear?         yes | no      (contains; half yes, half no)
 
 Layout under ``out_dir``: ``videos/{split}/{clip_id}.mp4`` and ``video-{split}.jsonl`` (LLaVA shape, key
-``video``; ``category`` is the question type; ``shapes`` lists the clip's (shape, colour) in order). Test clips
-use only easy-VQA test images, train clips only train images.
+``video``; ``category`` is the question type; ``shapes`` lists the clip's (shape, colour) in order and
+``source_images`` their easy-VQA image ids). Test clips use only easy-VQA test images, train clips only
+train images.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def build_easy_vqa_video(out_dir: str | Path, splits=("train", "test"), limit: i
             shapes = [list(label) for _, label in sequence]
             for index, (question, answer, kind) in enumerate(clip_questions([tuple(s) for s in shapes], rng)):
                 records.append({"id": f"{clip_id}-{index}", "video": relative, "category": kind, "shapes": shapes,
-                                "images": [i for i, _ in sequence],
+                                "source_images": [i for i, _ in sequence],
                                 "conversations": [{"from": "human", "value": f"<video>\n{question}"},
                                                   {"from": "gpt", "value": answer}]})
         name = f"video-{split}.jsonl"

@@ -1,0 +1,84 @@
+"""The native quickstart (`--recipe native`): spoken training questions, video clips, distillation, the cascade
+beside native hearing, and the latency step, on a tiny model."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import omnilm
+from omnilm.data.easy_vqa import TRAIN_VOICES
+from omnilm.quickstart import Recipe, default_recipe, load_recipe, run_quickstart, video_table
+
+TINY_NATIVE = {
+    "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30,
+    "spoken_train": {"share": 0.5, "augment": True}, "video": {"train_clips": 3, "test_clips": 1},
+    "eval": {"limit": 3, "seed": 0, "batch_size": 2, "cascade": True, "latency_items": 2},
+    "train": {"model": {"tiny": ["image", "audio", "video"]}, "optim": {"batch_size": 2, "max_steps": 3},
+              "stage": {"loss": {"type": "distill"}}, "save_every": 1, "feature_cache": {"enabled": False}},
+}
+
+
+class FakeWhisper:
+    """The tiny Whisper cannot transcribe: the cascade hears each clip as a fixed question."""
+
+    def transcribe(self, clips):
+        return ["What color is the shape?" for _ in clips]
+
+
+def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_with_distillation():
+    assert default_recipe("native").is_relative_to(Path(omnilm.__file__).parent)
+    recipe = load_recipe("native")
+    config = recipe.train.model.config
+    assert config["audio"]["mode"] == "embed" and config["connectors"]["audio"]["type"] == "swiglu"
+    assert recipe.train.stage.loss.type == "distill" and recipe.spoken_train and recipe.video
+    assert recipe.eval.cascade and recipe.eval.latency_items > 0
+    assert load_recipe().spoken_train is None and load_recipe().video is None  # `make demo` is unchanged
+
+
+@pytest.mark.requires_tool("espeak-ng")
+def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
+    pytest.importorskip("easy_vqa")
+    monkeypatch.setattr("omnilm.quickstart.whisper_for", lambda lm: FakeWhisper())
+    summary = run_quickstart(tmp_path, TINY_NATIVE)
+    assert set(summary["results"]) == {"typed", "spoken", "spoken-cascade", "video"}
+    assert summary["results"]["spoken-cascade"]["num_items"] == summary["results"]["spoken"]["num_items"] == 3
+    assert summary["results"]["video"]["num_items"] == 6  # one test clip, six questions
+    assert "| all | 6 |" in video_table(summary["results"]["video"])
+    latency = summary["latency"]
+    assert latency["items"] == 2 and latency["audio_mode"] == "embed"
+    assert latency["spoken_ms"] > 0 and latency["cascade_ms"] > 0
+
+    data = tmp_path / "data"
+    train = [json.loads(line) for line in (data / "train-prompted.jsonl").read_text().splitlines()]
+    spoken = [r for r in train if r["category"].startswith("spoken-")]
+    video = [r for r in train if r["category"].startswith("video-")]
+    assert spoken and len(video) == 18
+    assert {r["voice"]["voice"] for r in spoken} <= set(TRAIN_VOICES)  # test voices are never trained on
+    assert all("condition" in r["voice"] and len(r["spoken_text"]) == 1 for r in spoken)
+    assert all(r["conversations"][0]["value"] == "<image>\n<audio>\nAnswer with one word." for r in spoken)
+    for record in spoken[:2] + video[:2]:
+        for key in ("image", "audio", "video"):
+            for path in [record[key]] if isinstance(record.get(key), str) else record.get(key, []):
+                assert (data / path).is_file(), path
+    cascade = [json.loads(line) for line in (tmp_path / "eval" / "cascade.jsonl").read_text().splitlines()]
+    assert {r["heard"] for r in cascade} == {"What color is the shape?"}
+
+    lm = omnilm.load(summary["model"])  # the saved model takes all four inputs
+    assert set(lm.modalities) == {"image", "audio", "video"}
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished step ran again")
+
+    monkeypatch.setattr("omnilm.quickstart.train_model", boom)
+    monkeypatch.setattr("omnilm.quickstart.build_data", boom)
+    monkeypatch.setattr("omnilm.quickstart.whisper_for", boom)
+    again = run_quickstart(tmp_path, TINY_NATIVE)
+    assert again["results"] == summary["results"] and again["latency"] == summary["latency"]
+
+
+def test_spoken_and_video_sections_are_checked():
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.share: must be in \(0, 1\]"):
+        Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"share": 0}})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^video.test_clips: must be >= 1"):
+        Recipe.from_dict({**TINY_NATIVE, "video": {"test_clips": 0}})

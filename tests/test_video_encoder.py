@@ -1,0 +1,30 @@
+"""The video encoder's temporal pooling and its frame-order embedding (and the ablation without it)."""
+
+import torch
+
+from omnilm.encoders.video import VideoEncoder
+from omnilm.testing import tiny_config, tiny_model
+
+
+def test_pooling_averages_frame_groups_and_the_order_embedding_marks_each_slot():
+    per_frame = torch.randn(2, 4, 3, 8)  # (N, F, T, C)
+    plain = VideoEncoder(num_frames=4, temporal_pool=2, dim=8, frame_order=False)
+    pooled = plain.pool(per_frame)  # (N, (F/p)·T, C)
+    assert pooled.shape == (2, 6, 8)
+    assert torch.allclose(pooled[:, :3], per_frame[:, :2].mean(1))
+    assert not list(plain.parameters())  # nothing to learn without the embedding
+    ordered = VideoEncoder(num_frames=4, temporal_pool=2, dim=8)
+    marked = ordered.pool(per_frame)
+    assert torch.allclose(marked[:, 3:] - pooled[:, 3:], ordered.frame_position[1].expand(2, 3, 8).detach())
+    swapped = per_frame.flip(1)  # the same frames in reverse order
+    assert torch.allclose(plain.pool(swapped)[:, :3], pooled[:, 3:])  # without it, slot content moves as it is
+    assert not torch.allclose(ordered.pool(swapped)[:, :3], marked[:, 3:])  # with it, each slot says where it is
+
+
+def test_a_model_config_turns_the_frame_order_embedding_off():
+    config = tiny_config(("image", "video"))
+    config.video.frame_order = False
+    lm = type(tiny_model())  # the OmniLM class
+    model = lm.from_config(config).model
+    assert model.video.frame_position is None
+    assert tiny_model(("image", "video")).model.video.frame_position is not None
