@@ -349,11 +349,12 @@ def hears_natively(lm) -> bool:
 
 
 def whisper_for(lm):
-    """The Whisper ASR of the model's own audio source (for the cascade beside a model that hears natively)."""
+    """The Whisper ASR of the model's own audio source (for the cascade beside a model that hears natively), in
+    bf16 as the default recipe's cascade runs it (its decoder is 3× faster so than in float32 on this CPU)."""
     from omnilm.encoders.audio import load_transcriber
     from omnilm.sources import resolve_source
 
-    audio = lm.config.audio
+    audio = dataclasses.replace(lm.config.audio, mode="transcribe", dtype="bfloat16")
     return load_transcriber(audio, resolve_source(audio.source))
 
 
