@@ -111,6 +111,8 @@ class ConnectorConfig:
             self.type in CONNECTORS, f"{path}.type", f"unknown connector {self.type!r}; choose one of {sorted(CONNECTORS)}"
         )
         require(self.hidden_dim is None or self.hidden_dim > 0, f"{path}.hidden_dim", "must be positive")
+        require(self.type != "swiglu" or not (self.hidden_dim or 0) % 2, f"{path}.hidden_dim",
+                "must be even for swiglu: the SwiGLU halves it")
         from omnilm.connectors import connector_options
 
         valid = connector_options(self.type)

@@ -11,6 +11,7 @@ from omnilm.connectors.mlp import MLPConnector
 from omnilm.connectors.perceiver import PerceiverConnector
 from omnilm.connectors.qformer import QFormerConnector
 from omnilm.connectors.resblock import ResBlockConnector
+from omnilm.connectors.swiglu import SwiGLUConnector
 from omnilm.errors import ConfigError
 
 CONNECTORS: dict[str, type[nn.Module]] = {
@@ -19,6 +20,7 @@ CONNECTORS: dict[str, type[nn.Module]] = {
     "resblock": ResBlockConnector,
     "perceiver": PerceiverConnector,
     "qformer": QFormerConnector,
+    "swiglu": SwiGLUConnector,  # Ultravox's audio projector
 }
 
 
