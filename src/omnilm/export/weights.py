@@ -1,0 +1,52 @@
+"""Weights as another layout wants them: the LLM with its LoRA adapters merged (without touching the model),
+and renamed state dicts loaded into a target module built on the meta device (no second copy in memory)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def merged_llm(llm: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The plain causal LM under `llm` and its state dict with every active LoRA adapter folded in.
+
+    `llm` (a PEFT model or a plain transformers model) is left as it is: merged tensors are new ones.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(llm, PeftModel):
+        return llm, dict(llm.state_dict())
+    base = llm.get_base_model()
+    deltas = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            with torch.no_grad():
+                delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+            deltas[f"{name}.weight"] = delta
+    state = {}
+    for key, tensor in base.state_dict().items():
+        if "lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        state[key] = tensor + deltas[key].to(tensor.dtype) if key in deltas else tensor
+    return base, state
+
+
+def load_into_meta(build, state: dict[str, torch.Tensor]) -> nn.Module:
+    """`build()` constructed on the meta device, then given `state`'s tensors (the same storage, not copies).
+
+    The state must match the module's parameters and buffers exactly (names and shapes); tied weights may be
+    given once or twice."""
+    with torch.device("meta"):
+        module = build()
+    expected = set(module.state_dict())
+    missing = expected - set(state)
+    unexpected = set(state) - expected
+    if missing or unexpected:
+        raise RuntimeError(f"exported weights do not match the target layout: missing {sorted(missing)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
+    module.load_state_dict(state, strict=True, assign=True)
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()
+    return module.eval()
