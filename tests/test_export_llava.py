@@ -8,38 +8,12 @@ import json
 import pytest
 import torch
 import transformers
+from export_helpers import assert_llava_matches
 
 from omnilm.config import FusionConfig, VisionConfig
 from omnilm.export import ExportError, export
 from omnilm.lm import OmniLM
-from omnilm.testing import make_shape_image, tiny_config, tiny_model
-
-QUESTION = "what color is the shape?"
-
-
-def _hf_messages():
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
-
-
-def _omni_messages(image):
-    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}]
-
-
-def assert_llava_matches(lm: OmniLM, directory, *, image_size: int = 64) -> transformers.LlavaForConditionalGeneration:
-    """Plain transformers on the exported files (its own processor, chat template and pixels) against omnilm."""
-    llava = transformers.LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch.float32).eval()
-    processor = transformers.AutoProcessor.from_pretrained(directory)
-    image = make_shape_image("red", size=image_size)
-    text = processor.apply_chat_template(_hf_messages(), add_generation_prompt=True)
-    theirs = processor(images=[image], text=text, return_tensors="pt")
-    ours = lm.processor(_omni_messages(image), add_generation_prompt=True)
-    assert theirs["input_ids"].tolist() == ours["input_ids"].tolist()  # same template, same image token count
-    torch.testing.assert_close(theirs["pixel_values"], ours["pixel_values"], atol=1e-5, rtol=0)
-    with torch.no_grad():
-        torch.testing.assert_close(llava(**theirs).logits, lm.model(**ours).logits, atol=1e-4, rtol=0)
-        new = llava.generate(**theirs, max_new_tokens=8, do_sample=False)[0, theirs["input_ids"].shape[1]:]
-    assert processor.decode(new, skip_special_tokens=True) == lm.chat(_omni_messages(image), max_new_tokens=8)
-    return llava
+from omnilm.testing import tiny_config, tiny_model
 
 
 @pytest.mark.parametrize("connector", ["mlp", "linear"])
@@ -151,3 +125,17 @@ def test_registers_with_drop_cls_are_refused(tmp_path):
 def test_unknown_format_lists_the_known_ones(tmp_path):
     with pytest.raises(ExportError, match=r"unknown export format 'onnx'; choose one of \['hf-llava'"):
         export(tiny_model(("image",)), tmp_path / "x", to="onnx")
+
+
+def test_command_line_exports_and_refuses(tmp_path, capsys):
+    from omnilm.cli.main import main
+
+    lm = tiny_model(("image",))
+    lm.save(tmp_path / "model")
+    assert main(["export", str(tmp_path / "model"), str(tmp_path / "llava"), "--to", "hf-llava"]) == 0
+    assert_llava_matches(lm, tmp_path / "llava")
+    tiny_model(("image",), "resblock").save(tmp_path / "resblock")
+    assert main(["export", str(tmp_path / "resblock"), str(tmp_path / "no"), "--to", "hf-llava", "--check"]) == 2
+    assert "connectors.image.type 'resblock'" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "resblock"), str(tmp_path / "no"), "--to", "hf-llava"]) == 2
+    assert not (tmp_path / "no").exists()

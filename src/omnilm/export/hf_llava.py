@@ -8,6 +8,7 @@ config: SigLIP has no CLS token, CLIP and DINOv2 one, DINOv2-with-registers 1 + 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ from omnilm.export.weights import load_into_meta, merged_llm
 
 logger = logging.getLogger(__name__)
 
+PAD_MULTIPLE = 64  # embedding rows added for the image token are padded to a multiple of this
 INTERPOLATING_TOWERS = ("dinov2", "dinov2_with_registers")  # resize position embeddings to any input on their own
 CONNECTOR_ADVICE = {
     "resblock": "a residual MLP after the projection; Llava's projector is Linear-act-Linear: use `mlp`",
@@ -67,12 +69,16 @@ def check(lm) -> list[str]:
     elif connector.type == "mlp" and (connector.hidden_dim or width) != width:
         problems.append(f"connectors.image.hidden_dim {connector.hidden_dim}: Llava's projector is as wide as the LLM "
                         f"({width}); leave hidden_dim unset and retrain")
-    image_id = lm.processor.placeholder_ids["image"]
-    vocab = lm.model.llm.get_input_embeddings().num_embeddings
-    if image_id >= vocab:
-        problems.append(f"the image placeholder's id {image_id} lies outside the LLM's {vocab} embeddings; Llava "
-                        f"embeds it: resize the LLM's token embeddings (resize_token_embeddings) before training")
     return problems
+
+
+def vocab_sizes(lm) -> tuple[int, int]:
+    """(the LLM's embedding rows, the exported rows). omnilm never embeds a placeholder id, so it may lie past
+    the LLM's rows (Qwen's tokenizer fills them); Llava embeds it, so the export grows the table to a multiple
+    of 64 past it, with zero rows whose ids generation suppresses (as llava-hf's checkpoints pad theirs)."""
+    rows = lm.model.llm.get_input_embeddings().num_embeddings
+    needed = lm.processor.placeholder_ids["image"] + 1
+    return rows, rows if needed <= rows else -(-needed // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def select_strategy(lm) -> tuple[str, int]:
@@ -90,7 +96,7 @@ def llava_config(lm):
     tower = vision_tower_config(lm.model.vision.tower.config)
     return transformers.LlavaConfig(
         vision_config=tower.to_dict(),
-        text_config=base.config.to_dict(),
+        text_config={**base.config.to_dict(), "vocab_size": vocab_sizes(lm)[1]},
         image_token_index=lm.processor.placeholder_ids["image"],
         image_seq_length=lm.processor.layout.image_tokens,
         vision_feature_layer=cfg.vision.feature_layer,
@@ -107,8 +113,14 @@ def llava_state(lm) -> dict[str, torch.Tensor]:
     model = lm.model
     base, llm_state = merged_llm(model.llm)
     prefix = f"{base.base_model_prefix}."
-    state = {(f"model.language_model.{k[len(prefix):]}" if k.startswith(prefix) else k): t
-             for k, t in llm_state.items()}
+    rows, padded = vocab_sizes(lm)
+    tables = {id(p) for p in (base.get_input_embeddings().weight, getattr(base.get_output_embeddings(), "weight", None))}
+    names = {name for name, p in base.named_parameters(remove_duplicate=False) if id(p) in tables}
+    state = {}
+    for key, tensor in llm_state.items():
+        if key in names and padded > rows:  # (V, D) → (V', D): zero rows for the image token and the padding
+            tensor = torch.cat([tensor, tensor.new_zeros(padded - rows, tensor.shape[1])])
+        state[f"model.language_model.{key[len(prefix):]}" if key.startswith(prefix) else key] = tensor
     state.update({f"model.vision_tower.{k}": t for k, t in model.vision.tower.state_dict().items()})
     connector = model.connectors["image"]
     if lm.config.connectors["image"].type == "mlp":
@@ -131,7 +143,10 @@ def write(lm, staging: Path) -> None:
     llava = load_into_meta(lambda: transformers.LlavaForConditionalGeneration(config), llava_state(lm))
     base, _ = merged_llm(lm.model.llm)
     if base.generation_config is not None:
-        llava.generation_config = base.generation_config
+        llava.generation_config = copy.deepcopy(base.generation_config)
+    rows, padded = vocab_sizes(lm)
+    if padded > rows:  # never generate the image token or the padding rows omnilm's LLM did not have
+        llava.generation_config.suppress_tokens = list(range(rows, padded))
     llava.save_pretrained(staging)
     llava_processor = processor(lm)
     llava_processor.save_pretrained(staging)
