@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from omnilm.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from omnilm.encoders.vision import prefix_token_count
 from omnilm.errors import OmniError
+from omnilm.export.chat_template import text_template
 from omnilm.io import atomic_directory
 from omnilm.paths import cache_dir
 
@@ -110,7 +111,7 @@ def _write_parts(llava, processor, staging: Path) -> None:
     llm.save_pretrained(staging / "llm")
     tokenizer = processor.tokenizer
     if getattr(processor, "chat_template", None):  # a processor's template takes content parts; omnilm sends text
-        tokenizer.chat_template = _text_template(processor.chat_template, processor.image_token)
+        tokenizer.chat_template = text_template(processor.chat_template, processor.image_token)
     tokenizer.save_pretrained(staging / "llm")
     llava.model.vision_tower.save_pretrained(staging / "vision")
     processor.image_processor.save_pretrained(staging / "vision")
@@ -141,28 +142,6 @@ def _assemble(llava, processor, config, staging: Path, *, final: Path):
     for part in (lm.config.llm, lm.config.vision):  # the checkpoint names its parts where they will live
         part.source = str(final / Path(part.source).name)
     return lm
-
-
-def _text_template(template: str, image_token: str) -> str:
-    """`template` (which reads content parts) fed omnilm's text content: each message's text is cut at the image
-    token into text and image parts, the newline omnilm puts between parts taken off again."""
-    token = json.dumps(image_token)
-    prelude = (
-        "{%- set ns = namespace(messages=[]) %}"
-        "{%- for message in messages %}"
-        "{%- if message['content'] is string %}{%- set parts = namespace(items=[]) %}"
-        f"{{%- set chunks = message['content'].split({token}) %}}"
-        "{%- for chunk in chunks %}"
-        "{%- if not loop.first %}{%- set parts.items = parts.items + [{'type': 'image'}] %}{%- endif %}"
-        "{%- set text = chunk[1:] if not loop.first and chunk.startswith('\\n') else chunk %}"
-        "{%- set text = text[:-1] if not loop.last and text.endswith('\\n') else text %}"
-        "{%- if text %}{%- set parts.items = parts.items + [{'type': 'text', 'text': text}] %}{%- endif %}"
-        "{%- endfor %}"
-        "{%- set ns.messages = ns.messages + [{'role': message['role'], 'content': parts.items}] %}"
-        "{%- else %}{%- set ns.messages = ns.messages + [message] %}{%- endif %}"
-        "{%- endfor %}{%- set messages = ns.messages %}"
-    )
-    return prelude + template
 
 
 def _model_type(config_file: Path) -> str | None:

@@ -17,11 +17,11 @@ import torch
 
 from omnilm.encoders.vision import prefix_token_count, vision_tower_config
 from omnilm.export import SERVE_HINT
-from omnilm.export.weights import load_into_meta, merged_llm
+from omnilm.export.chat_template import parts_template
+from omnilm.export.weights import load_into_meta, merged_llm, pad_vocab, padded_rows
 
 logger = logging.getLogger(__name__)
 
-PAD_MULTIPLE = 64  # embedding rows added for the image token are padded to a multiple of this
 INTERPOLATING_TOWERS = ("dinov2", "dinov2_with_registers")  # resize position embeddings to any input on their own
 CONNECTOR_ADVICE = {
     "resblock": "a residual MLP after the projection; Llava's projector is Linear-act-Linear: use `mlp`",
@@ -73,12 +73,9 @@ def check(lm) -> list[str]:
 
 
 def vocab_sizes(lm) -> tuple[int, int]:
-    """(the LLM's embedding rows, the exported rows). omnilm never embeds a placeholder id, so it may lie past
-    the LLM's rows (Qwen's tokenizer fills them); Llava embeds it, so the export grows the table to a multiple
-    of 64 past it, with zero rows whose ids generation suppresses (as llava-hf's checkpoints pad theirs)."""
+    """(the LLM's embedding rows, the exported rows: grown past the image token's id where the LLM lacks it)."""
     rows = lm.model.llm.get_input_embeddings().num_embeddings
-    needed = lm.processor.placeholder_ids["image"] + 1
-    return rows, rows if needed <= rows else -(-needed // PAD_MULTIPLE) * PAD_MULTIPLE
+    return rows, padded_rows(rows, lm.processor.placeholder_ids["image"])
 
 
 def select_strategy(lm) -> tuple[str, int]:
@@ -113,14 +110,9 @@ def llava_state(lm) -> dict[str, torch.Tensor]:
     model = lm.model
     base, llm_state = merged_llm(model.llm)
     prefix = f"{base.base_model_prefix}."
-    rows, padded = vocab_sizes(lm)
-    tables = {id(p) for p in (base.get_input_embeddings().weight, getattr(base.get_output_embeddings(), "weight", None))}
-    names = {name for name, p in base.named_parameters(remove_duplicate=False) if id(p) in tables}
-    state = {}
-    for key, tensor in llm_state.items():
-        if key in names and padded > rows:  # (V, D) → (V', D): zero rows for the image token and the padding
-            tensor = torch.cat([tensor, tensor.new_zeros(padded - rows, tensor.shape[1])])
-        state[f"model.language_model.{key[len(prefix):]}" if key.startswith(prefix) else key] = tensor
+    llm_state = pad_vocab(base, llm_state, vocab_sizes(lm)[1])
+    state = {(f"model.language_model.{k[len(prefix):]}" if k.startswith(prefix) else k): t
+             for k, t in llm_state.items()}
     state.update({f"model.vision_tower.{k}": t for k, t in model.vision.tower.state_dict().items()})
     connector = model.connectors["image"]
     if lm.config.connectors["image"].type == "mlp":
@@ -176,33 +168,6 @@ def processor(lm):
         image_token=layout.placeholders["image"],
         num_additional_image_tokens=extra,
     )
-
-
-def parts_template(template: str, *, placeholders: dict[str, str], system_prompt: str | None) -> str:
-    """`template` taking content-part lists too (as Llava's processors and vLLM send them): each message's
-    parts become omnilm's text, parts joined by newlines with a placeholder per media part, and the model's
-    default system turn is added where omnilm adds it."""
-    media = "".join(
-        f"{{%- elif part['type'] in ['{m}', '{m}_url'] %}}{{%- set ns.pieces = ns.pieces + [{json.dumps(p)}] %}}"
-        for m, p in placeholders.items()
-    )
-    prelude = (
-        "{%- set ns = namespace(messages=[], pieces=[]) %}"
-        "{%- for message in messages %}"
-        "{%- if message['content'] is string %}{%- set ns.messages = ns.messages + [message] %}"
-        "{%- else %}{%- set ns.pieces = [] %}{%- for part in message['content'] %}"
-        "{%- if part['type'] == 'text' %}{%- set ns.pieces = ns.pieces + [part['text']] %}"
-        f"{media}{{%- endif %}}{{%- endfor %}}"
-        "{%- set ns.messages = ns.messages + [{'role': message['role'], 'content': ns.pieces | join('\\n')}] %}"
-        "{%- endif %}{%- endfor %}"
-    )
-    if system_prompt is not None:
-        prelude += (
-            "{%- if not ns.messages or ns.messages[0]['role'] != 'system' %}"
-            f"{{%- set ns.messages = [{{'role': 'system', 'content': {json.dumps(system_prompt)}}}] + ns.messages %}}"
-            "{%- endif %}"
-        )
-    return prelude + "{%- set messages = ns.messages %}" + template
 
 
 def _check_token_count(lm, staging: Path) -> None:

@@ -50,3 +50,23 @@ def load_into_meta(build, state: dict[str, torch.Tensor]) -> nn.Module:
     if hasattr(module, "tie_weights"):
         module.tie_weights()
     return module.eval()
+
+
+PAD_MULTIPLE = 64  # embedding rows added for a media token are padded to a multiple of this
+
+
+def padded_rows(rows: int, token_id: int) -> int:
+    """Embedding rows an exported LLM needs so that media token `token_id` has one.
+
+    omnilm never embeds a placeholder id, so it may lie past the LLM's rows (Qwen's tokenizer fills them);
+    Llava and Ultravox embed it before replacing it, so the table grows to a multiple of 64 past it (zero
+    rows, whose ids generation suppresses), as llava-hf's checkpoints pad theirs."""
+    return rows if token_id < rows else -(-(token_id + 1) // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def pad_vocab(base: nn.Module, state: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
+    """`state` (of causal LM `base`) with its embedding table and LM head grown to `rows` by zero rows."""
+    tables = {id(p) for p in (base.get_input_embeddings().weight, getattr(base.get_output_embeddings(), "weight", None))}
+    names = {name for name, p in base.named_parameters(remove_duplicate=False) if id(p) in tables}
+    return {k: torch.cat([t, t.new_zeros(rows - t.shape[0], t.shape[1])]) if k in names and rows > t.shape[0] else t
+            for k, t in state.items()}  # (V, D) → (V', D)
