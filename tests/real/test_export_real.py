@@ -28,3 +28,32 @@ def test_dinov2_qwen_exports_to_llava(tmp_path):
     llava = assert_llava_matches(lm, out, image=Image.fromarray(data.astronaut()))
     del llava, lm
     gc.collect()
+
+
+def test_whisper_swiglu_qwen_exports_to_ultravox(tmp_path):
+    import numpy as np
+    import transformers
+    from export_helpers import greedy, load_reference
+
+    from omnilm.config import AudioConfig, ConnectorConfig
+
+    torch.manual_seed(0)
+    lm = OmniLM.from_config(OmniConfig(llm=LLMConfig(source="pkg:qwen2.5-0.5b-instruct"),
+                                       audio=AudioConfig(source="pkg:whisper-base", stack_factor=8),
+                                       connectors={"audio": ConnectorConfig(type="swiglu")}))
+    out = export(lm, tmp_path / "ultravox", to="hf-ultravox")
+    clip = np.sin(np.arange(24_000) * 0.05).astype(np.float32) * 0.2  # 1.5 s
+    processor = transformers.AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "audio"}]}], add_generation_prompt=True)
+    theirs = processor(text=text, audios=[clip], sampling_rate=16_000)
+    omni = [{"role": "user", "content": [{"type": "audio", "audio": (clip, 16_000)}]}]
+    ours = lm.processor(omni)
+    assert theirs["audio_token_len"].tolist() == [lm.processor.layout.audio_tokens(clip.size)] == [10]
+    reference = load_reference(out)
+    with torch.no_grad():
+        expected, logits = lm.model(**ours).logits, reference(**theirs)
+    torch.testing.assert_close(logits[..., : expected.shape[-1]], expected, atol=1e-4, rtol=0)
+    suppress = json.loads((out / "generation_config.json").read_text()).get("suppress_tokens", [])
+    assert greedy(reference, theirs, processor.tokenizer, suppress=suppress, steps=4) == lm.chat(omni, max_new_tokens=4)
+    del reference, lm
+    gc.collect()
