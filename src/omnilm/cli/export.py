@@ -8,9 +8,9 @@ from omnilm.cli.common import add_command
 from omnilm.export import FORMATS
 
 EXAMPLE = """example:
-  omnilm export runs/quickstart/model out/llava --to hf-llava   # then: vllm serve out/llava
+  omnilm export runs/llava-stage2 out/llava --to hf-llava   # then: vllm serve out/llava
   omnilm export runs/speech/model out/ultravox --to hf-ultravox
-  omnilm export runs/quickstart/model out/x --to hf-llava --check   # say whether it can, write nothing"""
+  omnilm export runs/quickstart/model out/x --to hf-llava --check   # can it? (no: pooled tokens, audio)"""
 
 
 def register(subparsers) -> None:
