@@ -8,6 +8,7 @@ it like any model they assembled: frozen tower, trainable connector, LoRA or ful
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -69,7 +70,10 @@ def convert(directory: str | Path, out: str | Path) -> Path:
     processor = transformers.AutoProcessor.from_pretrained(directory)
     with atomic_directory(out) as staging:
         _write_parts(llava, processor, staging)
-        lm = _assemble(llava, processor, config, staging, final=out)
+        projector = copy.deepcopy(llava.model.multi_modal_projector)  # small: the Llava is freed before the parts
+        dtypes = (llava.dtype, llava.model.vision_tower.dtype)     # load again as omnilm's
+        del llava
+        lm = _assemble(projector, dtypes, processor, config, staging, final=out)
         state = {k: v.detach().contiguous() for k, v in lm.model.head_state_dict().items()}
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1"})
         (staging / CONFIG_FILE).write_text(lm.config.to_json())
@@ -117,16 +121,17 @@ def _write_parts(llava, processor, staging: Path) -> None:
     processor.image_processor.save_pretrained(staging / "vision")
 
 
-def _assemble(llava, processor, config, staging: Path, *, final: Path):
-    """The OmniLM over the written parts, with the Llava's projector as its connector."""
+def _assemble(projector, dtypes, processor, config, staging: Path, *, final: Path):
+    """The OmniLM over the written parts, with the Llava's projector as its connector; `dtypes`: the LM's, the
+    tower's."""
     from omnilm.config import ConnectorConfig, LLMConfig, OmniConfig, PlaceholderConfig, VisionConfig
     from omnilm.lm import OmniLM
 
     strategy = config.vision_feature_select_strategy
     omni = OmniConfig(
-        llm=LLMConfig(source=str(staging / "llm"), dtype=_dtype_name(llava.dtype)),
+        llm=LLMConfig(source=str(staging / "llm"), dtype=_dtype_name(dtypes[0])),
         vision=VisionConfig(source=str(staging / "vision"), feature_layer=config.vision_feature_layer,
-                            drop_cls=strategy == "default", dtype=_dtype_name(llava.model.vision_tower.dtype)),
+                            drop_cls=strategy == "default", dtype=_dtype_name(dtypes[1])),
         connectors={"image": ConnectorConfig(type="mlp")},
         placeholders=PlaceholderConfig(image=processor.image_token),
     )
@@ -134,7 +139,7 @@ def _assemble(llava, processor, config, staging: Path, *, final: Path):
     if lm.processor.placeholder_ids["image"] != config.image_token_index:
         raise OmniError(f"the tokenizer gives {processor.image_token!r} the id {lm.processor.placeholder_ids['image']}"
                         f" but the Llava config says image_token_index {config.image_token_index}")
-    projector, net = llava.model.multi_modal_projector, lm.model.connectors["image"].net
+    net = lm.model.connectors["image"].net
     with torch.no_grad():
         for theirs, ours in ((projector.linear_1, net[0]), (projector.linear_2, net[2])):
             ours.weight.copy_(theirs.weight)

@@ -18,7 +18,7 @@ import torch
 from omnilm.encoders.vision import prefix_token_count, vision_tower_config
 from omnilm.export import SERVE_HINT
 from omnilm.export.chat_template import parts_template
-from omnilm.export.weights import load_into_meta, merged_llm, pad_vocab, padded_rows
+from omnilm.export.weights import load_into_meta, merged_llm, pad_vocab, padded_rows, plain_llm
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def llava_config(lm):
     import transformers
 
     cfg = lm.config
-    base, _ = merged_llm(lm.model.llm)
+    base = plain_llm(lm.model.llm)
     strategy, _ = select_strategy(lm)
     tower = vision_tower_config(lm.model.vision.tower.config)
     return transformers.LlavaConfig(
@@ -133,7 +133,7 @@ def write(lm, staging: Path) -> None:
 
     config = llava_config(lm)
     llava = load_into_meta(lambda: transformers.LlavaForConditionalGeneration(config), llava_state(lm))
-    base, _ = merged_llm(lm.model.llm)
+    base = plain_llm(lm.model.llm)
     if base.generation_config is not None:
         llava.generation_config = copy.deepcopy(base.generation_config)
     rows, padded = vocab_sizes(lm)

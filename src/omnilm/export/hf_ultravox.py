@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from omnilm.export import SERVE_HINT
 from omnilm.export.chat_template import parts_template
-from omnilm.export.weights import merged_llm, pad_vocab, padded_rows
+from omnilm.export.weights import merged_llm, pad_vocab, padded_rows, plain_llm
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def write(lm, staging: Path) -> None:
 
 def ultravox_config(lm, *, audio_id: int, vocab: int) -> dict:
     """config.json as vLLM's UltravoxConfig reads it."""
-    base, _ = merged_llm(lm.model.llm)
+    base = plain_llm(lm.model.llm)
     connector = lm.model.connectors["audio"]
     text = {**base.config.to_dict(), "vocab_size": vocab}
     return {

@@ -7,6 +7,13 @@ import torch
 from torch import nn
 
 
+def plain_llm(llm: nn.Module) -> nn.Module:
+    """The transformers causal LM under `llm` (a PEFT model or already a plain one); its config is the export's."""
+    from peft import PeftModel
+
+    return llm.get_base_model() if isinstance(llm, PeftModel) else llm
+
+
 def merged_llm(llm: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """The plain causal LM under `llm` and its state dict with every active LoRA adapter folded in.
 
