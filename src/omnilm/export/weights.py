@@ -19,18 +19,17 @@ def merged_llm(llm: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
     `llm` (a PEFT model or a plain transformers model) is left as it is: merged tensors are new ones.
     """
-    from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
-    if not isinstance(llm, PeftModel):
+    base = plain_llm(llm)
+    if base is llm:
         return llm, dict(llm.state_dict())
-    base = llm.get_base_model()
     deltas = {}
     for name, module in base.named_modules():
-        if isinstance(module, LoraLayer):
+        adapters = [a for a in module.active_adapters if a in module.lora_A] if isinstance(module, LoraLayer) else []
+        if adapters:
             with torch.no_grad():
-                delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
-            deltas[f"{name}.weight"] = delta
+                deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in adapters)  # (out, in)
     state = {}
     for key, tensor in base.state_dict().items():
         if "lora_" in key:
