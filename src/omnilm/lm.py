@@ -116,15 +116,21 @@ class OmniLM:
 
 
 def load(ref: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
-    """Load an omnilm checkpoint (directory, hub id or pkg: reference), or wrap a bare causal LLM.
+    """Load an omnilm checkpoint (directory, hub id or pkg: reference), a transformers Llava (directory or hub id,
+    converted once), or wrap a bare causal LLM.
 
     The `kind` in the checkpoint's omnilm.json decides what comes back: an OmniLM (no kind: every
     OmniConfig checkpoint) or a `omnilm.dual.DualEncoder` (`"kind": "dual_encoder"`).
     """
+    from omnilm.export.from_llava import llava_directory, load_llava
+
     ref = str(ref)
     source = resolve_source(ref)
     directory = source if Path(source).is_dir() and is_checkpoint(source) else _hub_checkpoint(source)
-    if directory is None:
+    llava = None if directory is not None else llava_directory(source)
+    if llava is not None:  # a transformers Llava: converted once into an omnilm checkpoint
+        lm = load_llava(llava)
+    elif directory is None:
         lm = OmniLM.from_config(OmniConfig(llm=LLMConfig(source=ref)), name=ref)
     elif checkpoint_kind(directory) == OMNI_KIND:
         lm = OmniLM.from_pretrained(directory)

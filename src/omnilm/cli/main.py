@@ -16,7 +16,7 @@ from omnilm.errors import OmniError
 # Command modules in help order; each has register(subparsers) and run(args) -> int. A command that keeps a
 # log file sets the default `log_file`: a function of its args returning the path (or None).
 COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve", "train", "data", "eval", "models", "index",
-                   "search")
+                   "search", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

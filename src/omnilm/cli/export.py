@@ -1,0 +1,43 @@
+"""`omnilm export MODEL OUT --to FORMAT`: write a model in another engine's layout (formats: omnilm.export.FORMATS)."""
+
+from __future__ import annotations
+
+import argparse
+
+from omnilm.cli.common import add_command
+from omnilm.export import FORMATS
+
+EXAMPLE = """example:
+  omnilm export runs/llava-stage2 out/llava --to hf-llava   # then: vllm serve out/llava
+  omnilm export runs/speech/model out/ultravox --to hf-ultravox
+  omnilm export runs/quickstart/model out/x --to hf-llava --check   # can it? (no: pooled tokens, audio)"""
+
+
+def register(subparsers) -> None:
+    formats = "\n".join(f"  {name:<12} {spec.help}" for name, spec in FORMATS.items())
+    parser = add_command(
+        subparsers, "export", run, help="write a model for transformers, vLLM or llama.cpp", epilog=EXAMPLE,
+        description=f"Write MODEL to OUT in another engine's own layout. A part the format cannot express is "
+        f"refused before anything is written, naming the part and what would make it exportable.\n"
+        f"formats:\n{formats}")
+    parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
+    parser.add_argument("out", help="directory to write (replaced atomically)")
+    parser.add_argument("--to", required=True, choices=sorted(FORMATS), metavar="FORMAT",
+                        help=f"one of {', '.join(FORMATS)}")
+    parser.add_argument("--check", action="store_true", help="only say whether MODEL can be exported")
+
+
+def run(args: argparse.Namespace) -> int:
+    import omnilm
+    from omnilm.export import ExportError, check, export
+
+    lm = omnilm.load(args.model)
+    if args.check:
+        problems = check(lm, to=args.to)
+        if problems:
+            raise ExportError(f"cannot export {args.model} to {args.to}:\n" + "\n".join(f"  - {p}" for p in problems))
+        print(f"{args.model} can be exported to {args.to}")
+        return 0
+    export(lm, args.out, to=args.to)
+    print(f"exported {args.model} to {args.out} ({args.to})")
+    return 0
