@@ -14,7 +14,7 @@ from omnilm.cli.main import build_parser, main
 REPO = Path(__file__).resolve().parents[1]
 REPO_PATH = re.compile(r"(?<![\w/.-])((?:configs|docs|src|scripts|bench|tests)/[\w./-]*\w)")
 CHEAP_FLAGS = {"--help", "--dry-run", "--tiny"}
-CHEAP = {("models", "list"), ("data", "easy-vqa")}  # offline and seconds, though without a cheap flag
+CHEAP = {("models", "list"), ("data", "easy-vqa"), ("data", "easy-vqa-video")}  # offline, seconds, no cheap flag
 # Why the other examples are only parsed, not run: (command, first argument or None for any) → reason.
 NOT_RUN = {
     ("quickstart", None): "the 20-minute main job (tests/test_quickstart.py runs it on a tiny model)",

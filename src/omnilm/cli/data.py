@@ -11,7 +11,7 @@ EXAMPLE = """examples:
   omnilm data easy-vqa data/easy-vqa                  # train + test, LLaVA-style JSONL + PNG images
   omnilm data easy-vqa data/easy-vqa --splits test --limit 500
   omnilm data easy-vqa-spoken data/easy-vqa-spoken    # questions spoken by espeak-ng (held-out voices)
-  omnilm data easy-vqa-video data/easy-vqa-video --limit 100   # clips of shapes; order/count questions
+  omnilm data easy-vqa-video data/easy-vqa-video --limit 20    # clips of shapes; order/count questions
   omnilm data spoken data/easy-vqa/train.jsonl data/spoken --copies 2 --augment   # any JSONL, human turns spoken
   omnilm data spoken data/easy-vqa/test.jsonl data/noisy --condition noise-10db     # a robustness test set"""
 
