@@ -15,10 +15,10 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from omnilm.media import load_audio  # noqa: E402
-from omnilm.serve import ServeSettings, create_app  # noqa: E402
-from omnilm.serve.background import BackgroundServer  # noqa: E402
-from omnilm.serve.voice import VoiceSettings  # noqa: E402
+from omnilm.media import load_audio
+from omnilm.serve import ServeSettings, create_app
+from omnilm.serve.background import BackgroundServer
+from omnilm.serve.voice import VoiceSettings
 
 pytestmark = pytest.mark.requires_tool("espeak-ng")
 KEY = "audio-key"
