@@ -69,7 +69,7 @@ def test_chat_run_with_speak_dir(tmp_path):
     out = io.StringIO()
     assert chat.run(args, stdin=io.StringIO("hello\n"), stdout=out) == 0
     assert f"written to {tmp_path / 'out'}/" in out.getvalue()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir())[0] == "reply-000-00.wav"
+    assert min(p.name for p in (tmp_path / "out").iterdir()) == "reply-000-00.wav"
 
 
 def test_chat_refuses_an_unknown_voice_before_loading(capsys):

@@ -12,10 +12,10 @@ import soundfile
 
 openai = pytest.importorskip("openai")
 
-from omnilm.metrics.wer import wer  # noqa: E402
-from omnilm.serve import ServeSettings, create_app  # noqa: E402
-from omnilm.serve.background import BackgroundServer  # noqa: E402
-from omnilm.serve.voice import VoiceSettings  # noqa: E402
+from omnilm.metrics.wer import wer
+from omnilm.serve import ServeSettings, create_app
+from omnilm.serve.background import BackgroundServer
+from omnilm.serve.voice import VoiceSettings
 
 pytestmark = [pytest.mark.real, pytest.mark.requires_tool("espeak-ng")]
 KEY = "voice-key"
