@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Annotated, Any
 
@@ -46,6 +47,11 @@ def add_voice(app: FastAPI, lm, settings, auth: list, voice_settings: VoiceSetti
 
 def add_audio_routes(app: FastAPI, voice: Voice, auth: list) -> None:
     """Mount the /v1/audio/* routes on `app`, behind the same bearer key as its other routes."""
+    add_speech_routes(app, voice, auth)
+    if importlib.util.find_spec("python_multipart") is None:  # FastAPI reads uploads with it
+        logger.warning("python-multipart is not installed: /v1/audio/transcriptions and translations are off "
+                       "(pip install python-multipart)")
+        return
 
     @app.post("/v1/audio/transcriptions", dependencies=auth)
     async def transcriptions(file: Annotated[UploadFile, File()], model: Annotated[str, Form()] = "whisper-1",
@@ -65,6 +71,8 @@ def add_audio_routes(app: FastAPI, voice: Voice, auth: list) -> None:
         return await _recognize(voice, file, language=None, prompt=prompt, response_format=response_format,
                                 temperature=temperature, granularities=None, task="translate")
 
+
+def add_speech_routes(app: FastAPI, voice: Voice, auth: list) -> None:
     @app.post("/v1/audio/speech", dependencies=auth)
     async def speech(body: SpeechRequest) -> Response:
         engine = _engine(voice)
