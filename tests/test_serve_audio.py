@@ -204,3 +204,16 @@ def test_other_requests_pass_through_the_middleware_untouched(client, server):
         "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
     assert raw.status_code == 400 and "error" in raw.json()
     assert io.BytesIO(raw.content).read()  # a body came back
+
+
+def test_a_failing_engine_is_a_500_in_openai_shape(tiny_lm, monkeypatch):
+    with BackgroundServer(create_app(tiny_lm, ServeSettings(default_max_tokens=4))) as running:
+        def broken(*args, **kwargs):
+            raise RuntimeError("espeak-ng failed (1)")
+
+        monkeypatch.setattr(running.app.state.voice.engine, "synthesize", broken)
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.InternalServerError, match="speech synthesis failed: espeak-ng failed"):
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                           modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})
+        assert httpx.get(running.url + "/health").json()["status"] == "ok"

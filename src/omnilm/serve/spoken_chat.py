@@ -145,11 +145,16 @@ class _Rewriter:
 
     async def _send_json(self) -> None:
         reply = json.loads(self.buffer)
-        for choice in reply.get("choices", []):
-            message = choice.get("message") or {}
-            transcript = message.get("content") or ""
-            data = await self.speaker.speak(transcript) if transcript.strip() else ""
-            message["content"], message["audio"] = None, self.speaker.message_audio(data, transcript)
+        try:
+            for choice in reply.get("choices", []):
+                message = choice.get("message") or {}
+                transcript = message.get("content") or ""
+                data = await self.speaker.speak(transcript) if transcript.strip() else ""
+                message["content"], message["audio"] = None, self.speaker.message_audio(data, transcript)
+        except Exception as err:  # the engine failed: say so in OpenAI's shape rather than drop the connection
+            logger.exception("speech synthesis failed")
+            await _send_response(self.downstream, APIError(500, f"speech synthesis failed: {err}").response())
+            return
         body = json.dumps(reply).encode("utf-8")
         headers = [(k, v) for k, v in self.start.get("headers", []) if k != b"content-length"]
         await self.downstream({**self.start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
