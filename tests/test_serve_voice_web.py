@@ -84,3 +84,31 @@ def test_voice_mode_hold_click_and_stop(server, question_wav, tmp_path):
             assert not problems, problems
         finally:
             browser.close()
+
+
+@pytest.mark.real
+def test_voice_mode_transcribes_first_for_a_model_that_does_not_hear(question_wav):
+    """A text+image model with `--asr pkg:whisper-base`: the page sends the recording to /v1/audio/transcriptions and
+    asks the model the words it heard."""
+    from omnilm.serve.voice import VoiceSettings
+    from omnilm.testing import tiny_model
+
+    app = create_app(tiny_model(("image",)), ServeSettings(default_max_tokens=16),
+                     VoiceSettings(asr="pkg:whisper-base", asr_beams=1))
+    args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={question_wav}"]
+    with BackgroundServer(app) as server, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=args, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            assert page.locator("#voice-row").is_visible() and not page.locator("#mic").is_visible()
+            page.click("#talk")
+            page.wait_for_selector("#talk.recording")
+            page.wait_for_timeout(3500)  # the whole question (the fake microphone loops the file)
+            page.click("#talk")
+            page.locator(".msg.assistant[data-done='true']").wait_for(timeout=120_000)
+            heard = page.locator(".msg.user .text").inner_text().lower()
+            assert "colour" in heard or "color" in heard, heard
+            assert page.locator(".msg.error").count() == 0
+        finally:
+            browser.close()
