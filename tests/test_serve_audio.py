@@ -135,15 +135,17 @@ ANSWER = "".join(piece for sentence in SENTENCES for piece in sentence)
 
 
 def scripted_app(pause: float):
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse
 
     from omnilm.serve.audio import add_voice
 
     app = FastAPI()
+    app.state.seen = []
 
     @app.post("/v1/chat/completions")
-    async def chat():
+    async def chat(request: Request):
+        app.state.seen.append(await request.json())  # what the chat route is asked
         async def events():
             meta = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "script"}
 
@@ -169,7 +171,8 @@ def scripted_app(pause: float):
 
 
 def test_streamed_audio_comes_sentence_by_sentence_before_the_answer_ends():
-    with BackgroundServer(scripted_app(pause=1.0)) as running:
+    app = scripted_app(pause=1.0)
+    with BackgroundServer(app) as running:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="none", max_retries=0)
         stream = client.chat.completions.create(model="script", messages=[{"role": "user", "content": "Hi"}],
                                                 modalities=["text", "audio"], audio={"voice": "alloy",
@@ -188,6 +191,8 @@ def test_streamed_audio_comes_sentence_by_sentence_before_the_answer_ends():
             if choice.finish_reason:
                 timeline.append(("finish", choice.finish_reason))
     kinds = [kind for kind, _ in timeline]
+    (seen,) = app.state.seen  # the route is asked for text only; the middleware adds the speech
+    assert seen["modalities"] == ["text"] and "audio" not in seen and seen["stream"] is True
     assert "".join(v for k, v in timeline if k == "text") == ANSWER
     assert kinds.count("audio") == len(SENTENCES) and kinds[-2:] == ["end", "finish"]
     first_audio = kinds.index("audio")

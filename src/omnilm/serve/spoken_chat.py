@@ -1,7 +1,7 @@
 """Chat completions that answer aloud: `modalities: ["text", "audio"]` with `audio: {voice, format}`.
 
 An ASGI middleware around POST /v1/chat/completions, so the chat route itself stays text-only: it checks the
-audio options, lets the route answer, then speaks the answer. A whole reply gets `message.audio` {id, data
+audio options, passes the request on without them (`modalities: ["text"]`), then speaks the route's answer. A whole reply gets `message.audio` {id, data
 (base64), transcript, expires_at} with `content` null, as OpenAI answers. A stream gets OpenAI's audio deltas:
 the text as `delta.audio.transcript` pieces as they come and, once each sentence is complete, its speech as a
 `delta.audio.data` chunk (a whole file of the asked format per sentence; `pcm16` chunks concatenate), then
@@ -62,7 +62,12 @@ class SpokenChatMiddleware:
             await _send_response(send, err.response())
             return
         speaker = _Speaker(self.voice, voice, fmt)
-        await self.app(scope, replay, _Rewriter(send, speaker).send)
+        text_only = json.dumps({**{k: v for k, v in options.items() if k != "audio"}, "modalities": ["text"]})
+        body = text_only.encode("utf-8")  # the chat route answers in text; the speech is added here
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+                       _Rewriter(send, speaker).send)
 
     def _check(self, options: dict) -> tuple[str, str]:
         if self.voice.engine is None:
