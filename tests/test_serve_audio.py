@@ -15,6 +15,8 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
+from fastapi import Request  # at module level: the scripted route's annotation must resolve
+
 from omnilm.media import load_audio
 from omnilm.serve import ServeSettings, create_app
 from omnilm.serve.background import BackgroundServer
@@ -135,7 +137,7 @@ ANSWER = "".join(piece for sentence in SENTENCES for piece in sentence)
 
 
 def scripted_app(pause: float):
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
 
     from omnilm.serve.audio import add_voice
