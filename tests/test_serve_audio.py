@@ -87,6 +87,8 @@ def test_voices_list_openai_names_and_engine_voices(server, client):
     ({"speed": 9}, "speed", "between 0.25 and 4.0"),
     ({"input": "   "}, "input", "input is empty"),
     ({"input": "word " * 100}, "input", "at most 300"),
+    ({"instructions": "Speak like a pirate."}, "instructions", "cannot follow instructions"),
+    ({"stream_format": "sse"}, "stream_format", "not offered"),
 ])
 def test_bad_speech_requests_are_400s_and_the_server_keeps_serving(server, client, body, param, message):
     request = {"model": "tts-1", "voice": "alloy", "input": "Hello.", **body}

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from omnilm.errors import OmniError
 from omnilm.media import load_audio
@@ -32,7 +32,8 @@ class SpeechRequest(BaseModel):
     voice: str | dict[str, Any] = "alloy"  # a name, or {"id": name} as newer clients send
     response_format: str = "mp3"
     speed: float = 1.0
-    instructions: str | None = Field(None, description="accepted for compatibility; espeak-ng cannot follow it")
+    instructions: str | None = None  # gpt-4o-mini-tts's style prompt: no engine here follows one, so it is refused
+    stream_format: str | None = None  # "audio" (the default) or "sse"; only "audio" is offered
 
 
 def add_voice(app: FastAPI, lm, settings, auth: list, voice_settings: VoiceSettings | None = None) -> Voice:
@@ -80,6 +81,12 @@ def add_speech_routes(app: FastAPI, voice: Voice, auth: list) -> None:
         fmt = _checked(lambda: audio_format(body.response_format), "response_format")
         _checked(lambda: check_speed(body.speed), "speed")
         _checked(lambda: engine.check_voice(name), "voice")
+        if body.instructions:
+            raise APIError(400, f"{engine.name} cannot follow instructions; drop them (the voice sets the style)",
+                           param="instructions")
+        if body.stream_format not in (None, "audio"):
+            raise APIError(400, "stream_format 'sse' is not offered; the audio file streams as it is",
+                           param="stream_format")
         text = body.input.strip()
         if not text:
             raise APIError(400, "input is empty; give the text to speak", param="input")
