@@ -1,11 +1,11 @@
 """Chat completions that answer aloud: `modalities: ["text", "audio"]` with `audio: {voice, format}`.
 
 An ASGI middleware around POST /v1/chat/completions, so the chat route itself stays text-only: it checks the
-audio options, passes the request on without them (`modalities: ["text"]`), then speaks the route's answer. A whole reply gets `message.audio` {id, data
-(base64), transcript, expires_at} with `content` null, as OpenAI answers. A stream gets OpenAI's audio deltas:
-the text as `delta.audio.transcript` pieces as they come and, once each sentence is complete, its speech as a
-`delta.audio.data` chunk (a whole file of the asked format per sentence; `pcm16` chunks concatenate), then
-`delta.audio.expires_at` before the finish chunk.
+audio options, passes the request on without them (and without `modalities`), then speaks the route's answer.
+A whole reply gets `message.audio` {id, data (base64), transcript, expires_at} with `content` null, as OpenAI
+answers. A stream gets OpenAI's audio deltas: the text as `delta.audio.transcript` pieces as they come and, once
+each sentence is complete, its speech as a `delta.audio.data` chunk (a whole file of the asked format per
+sentence; `pcm16` chunks concatenate), then `delta.audio.expires_at` before the finish chunk.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class SpokenChatMiddleware:
             await _send_response(send, err.response())
             return
         speaker = _Speaker(self.voice, voice, fmt)
-        text_only = json.dumps({**{k: v for k, v in options.items() if k != "audio"}, "modalities": ["text"]})
+        text_only = json.dumps({k: v for k, v in options.items() if k not in ("audio", "modalities")})
         body = text_only.encode("utf-8")  # the chat route answers in text; the speech is added here
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
         scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
