@@ -75,3 +75,26 @@ def test_chat_run_with_speak_dir(tmp_path):
 def test_chat_refuses_an_unknown_voice_before_loading(capsys):
     assert main(["chat", "/no/such/model", "--speak", "--voice", "nobody"]) == 2
     assert "unknown voice 'nobody'" in capsys.readouterr().err
+
+
+@pytest.mark.requires_tool("espeak-ng")
+def test_speak_plays_each_sentence_with_the_player(tmp_path):
+    import sys
+
+    from omnilm.speech.player import SentenceSpeaker
+    from omnilm.speech.tts import load_engine
+
+    played = tmp_path / "played"
+    played.mkdir()
+    player = tmp_path / "player.py"  # a stand-in audio player: keeps what it was given to play
+    player.write_text("import shutil, sys, pathlib\n"
+                      f"out = pathlib.Path({str(played)!r})\n"
+                      "shutil.copy(sys.argv[1], out / f'{len(list(out.iterdir())):02d}.wav')\n")
+    speaker = SentenceSpeaker(load_engine("espeak"), player=[sys.executable, str(player)])
+    assert speaker.out_dir is None
+    for sentence in ["First sentence.", "Second one!"]:
+        speaker.say(sentence)
+    speaker.end_turn()
+    speaker.close()
+    files = sorted(played.iterdir())
+    assert [f.name for f in files] == ["00.wav", "01.wav"] and all(load_audio(f).size > 8_000 for f in files)
