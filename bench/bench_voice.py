@@ -8,7 +8,8 @@ model's Whisper, `audio.mode: transcribe`) and the speech synthesis of that sent
 the same run, to split "first token" into ASR + the LLM's prefill.
 
 Model: the quickstart model (`omnilm quickstart` → runs/quickstart/model; $OMNILM_VOICE_MODEL overrides),
-whose answer to "<sentence> What did I say? Repeat it word for word." is that one sentence.
+whose answer to "<sentence> What did I say? Repeat it word for word." is that one sentence; without one, the
+same packaged parts untrained (Qwen2.5-0.5B-Instruct + Whisper base transcribing), named in the result.
 """
 
 from __future__ import annotations
@@ -40,15 +41,22 @@ QUESTION = "The red ball is under the table. What did I say? Repeat it word for 
 CANDIDATES = ("runs/quickstart/model", "/tmp/demo/runs/quickstart/model")
 
 
-def find_model() -> str:
-    if os.environ.get("OMNILM_VOICE_MODEL"):
-        return os.environ["OMNILM_VOICE_MODEL"]
+def load_model():
+    """(the quickstart model, its path) or, where none was trained, (the same parts untrained, a description)."""
     root = Path(__file__).resolve().parents[1]
-    for candidate in CANDIDATES:
+    candidates = [os.environ["OMNILM_VOICE_MODEL"]] if os.environ.get("OMNILM_VOICE_MODEL") else CANDIDATES
+    for candidate in candidates:
         path = Path(candidate) if Path(candidate).is_absolute() else root / candidate
         if (path / "omnilm.json").is_file():
-            return str(path)
-    raise FileNotFoundError("no quickstart model: run `omnilm quickstart` (make demo) or set OMNILM_VOICE_MODEL")
+            return omnilm.load(str(path)), str(path)
+    from omnilm.config import OmniConfig
+    from omnilm.lm import OmniLM
+    from omnilm.quickstart import load_recipe
+
+    parts = load_recipe().train.model.config  # its LLM and Whisper (transcribe mode), without the image side
+    logger.warning("no trained quickstart model (run `omnilm quickstart`): timing its parts untrained")
+    lm = OmniLM.from_config(OmniConfig.from_dict({"llm": parts["llm"], "audio": parts["audio"]}))
+    return lm, f"untrained quickstart parts ({parts['llm']['source']} + {parts['audio']['source']}), no LoRA"
 
 
 def _spoken_turn(client: httpx.Client, wav_b64: str) -> dict:
@@ -108,8 +116,7 @@ def _greedy_asr_seconds(transcriber, clip) -> float:
 
 def run() -> dict:
     torch.set_num_threads(THREADS)
-    model = find_model()
-    lm = omnilm.load(model)
+    lm, model = load_model()
     engine = load_engine("espeak")
     samples, rate = engine.synthesize(QUESTION, voice="alloy")
     wav = encode_audio(samples, rate, "wav")
