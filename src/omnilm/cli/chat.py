@@ -9,11 +9,15 @@ from pathlib import Path
 import omnilm
 from omnilm.cli.common import add_command, add_generation_flags, generation_settings
 from omnilm.errors import OmniError
+from omnilm.speech.sentences import SentenceSplitter
 
 EXAMPLE = """example:
   omnilm chat runs/quickstart/model
   > /image shape.png
   > What colour is the shape?
+
+  omnilm chat runs/quickstart/model --speak --voice nova     # replies spoken aloud, sentence by sentence
+  omnilm chat runs/quickstart/model --speak-dir replies/     # … or written as replies/reply-000-00.wav, …
 
 commands: /image P, /audio P, /video P attach media to the next message; /reset clears the
 conversation; /help lists the commands; /quit (or Ctrl-D) leaves."""
@@ -26,25 +30,49 @@ def register(subparsers) -> None:
                          description="Chat with a model in the terminal; answers stream as they are generated.")
     parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
     parser.add_argument("--system", default=None, help="system prompt")
+    voice = parser.add_argument_group("spoken replies (espeak-ng)")
+    voice.add_argument("--speak", action="store_true",
+                       help="speak each reply with the first audio player found (paplay, aplay, ffplay, afplay); "
+                            "without one, write WAV files to ./omnilm-speech")
+    voice.add_argument("--speak-dir", default=None, metavar="DIR", help="write each spoken sentence as a WAV in DIR")
+    voice.add_argument("--voice", default="alloy", help="OpenAI voice name or espeak-ng voice (default alloy)")
     add_generation_flags(parser)
 
 
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     gen = generation_settings(args).as_kwargs()
+    speaker = _speaker(args)  # a missing engine or unknown voice fails before the model loads
     lm = omnilm.load(args.model, device=args.device)
-    session = ChatSession(lm, system=args.system, gen=gen)
+    session = ChatSession(lm, system=args.system, gen=gen, speaker=speaker)
     stdout.write(f"omnilm chat · {lm.name} · takes text{''.join(', ' + m for m in lm.modalities)}\n{HELP}\n")
-    while True:
-        line = _read_line(session.prompt(), stdin, stdout)
-        if not line:
-            stdout.write("\n")
-            return 0
-        try:
-            if session.handle(line.strip(), stdout) == "quit":
+    if speaker is not None:
+        where = f"written to {speaker.out_dir}/" if speaker.out_dir is not None else f"played by {speaker.player[0]}"
+        stdout.write(f"replies are spoken ({args.voice}), {where}\n")
+    try:
+        while True:
+            line = _read_line(session.prompt(), stdin, stdout)
+            if not line:
+                stdout.write("\n")
                 return 0
-        except OmniError as err:
-            stdout.write(f"error: {err}\n")
+            try:
+                if session.handle(line.strip(), stdout) == "quit":
+                    return 0
+            except OmniError as err:
+                stdout.write(f"error: {err}\n")
+    finally:
+        if speaker is not None:
+            speaker.close()
+
+
+def _speaker(args: argparse.Namespace):
+    """The sentence speaker `--speak` / `--speak-dir` ask for, or None."""
+    if not getattr(args, "speak", False) and getattr(args, "speak_dir", None) is None:
+        return None
+    from omnilm.speech.player import SentenceSpeaker
+    from omnilm.speech.tts import load_engine
+
+    return SentenceSpeaker(load_engine("espeak"), voice=args.voice, out_dir=args.speak_dir)
 
 
 def _read_line(prompt: str, stdin, stdout) -> str:
@@ -66,8 +94,9 @@ def _read_line(prompt: str, stdin, stdout) -> str:
 class ChatSession:
     """Conversation state of a terminal chat: pending media, history, and the commands."""
 
-    def __init__(self, lm, *, system: str | None = None, gen: dict | None = None) -> None:
+    def __init__(self, lm, *, system: str | None = None, gen: dict | None = None, speaker=None) -> None:
         self.lm, self.system, self.gen = lm, system, gen or {}
+        self.speaker = speaker  # a speech.player.SentenceSpeaker: replies are also spoken, sentence by sentence
         self.reset()
 
     def reset(self) -> None:
@@ -108,13 +137,20 @@ class ChatSession:
             return None
         content = [*self.pending, {"type": "text", "text": line}]
         self.messages.append({"role": "user", "content": content})
+        sentences = SentenceSplitter()
         try:
             reply = ""
             for piece in self.lm.stream(self.messages, **self.gen):
                 reply += piece
                 out.write(piece)
                 out.flush()
+                for sentence in sentences.feed(piece) if self.speaker else ():
+                    self.speaker.say(sentence)
             out.write("\n")
+            if self.speaker is not None:
+                for sentence in sentences.flush():
+                    self.speaker.say(sentence)
+                self.speaker.end_turn()
         except OmniError:
             self.messages.pop()  # keep the history usable after a bad message
             if self.pending:

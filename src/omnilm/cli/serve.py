@@ -7,6 +7,7 @@ import logging
 
 import omnilm
 from omnilm.cli.common import add_command, fields_from_args
+from omnilm.cli.voice_flags import add_voice_flags, voice_settings_from_args
 from omnilm.dual import DualEncoder
 
 logger = logging.getLogger(__name__)
@@ -15,6 +16,9 @@ EXAMPLE = """example:
   omnilm serve runs/quickstart/model --port 8000 --api-key secret
   curl http://127.0.0.1:8000/v1/chat/completions -H "Authorization: Bearer secret" \\
        -H "Content-Type: application/json" -d '{"messages": [{"role": "user", "content": "Hello"}]}'
+
+  omnilm serve runs/quickstart/model --asr pkg:whisper-base    # + /v1/audio/transcriptions beside any model
+  omnilm serve MODEL --tts piper --tts-voice-file en_US-lessac-medium.onnx   # a neural voice you bring
 
 Open http://127.0.0.1:8000/ for the web page. The key can also come from $OMNILM_API_KEY.
 SIGTERM / Ctrl-C stop accepting requests and finish the ones in flight."""
@@ -45,6 +49,7 @@ def register(subparsers) -> None:
     limits.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens allowed (default 1024)")
     limits.add_argument("--timeout", type=float, default=120.0, help="seconds per request, queueing included")
     limits.add_argument("--max-batch-size", type=int, default=16, help="requests generated together (default 16)")
+    add_voice_flags(parser)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from omnilm.serve import create_app
 
     settings = settings_from_args(args)  # invalid limits fail before the model loads
+    voice = voice_settings_from_args(args)
     lm = omnilm.load(args.model, device=args.device)
     if isinstance(lm, DualEncoder):  # a CLIP-style dual encoder: POST /v1/embeddings
         from omnilm.serve.embeddings import create_embedding_app
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         logger.info("serving embeddings of %s on http://%s:%d/v1/embeddings", lm.name, args.host, args.port)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
         return 0
-    app = create_app(lm, settings)
+    app = create_app(lm, settings, voice)
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         logger.warning("serving on %s without an API key: anyone who can reach this port can use the model", args.host)
     logger.info("serving %s on http://%s:%d (web page at /, API at /v1)", settings.model_id or lm.name,

@@ -18,19 +18,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from omnilm.chat import normalize_conversation
 from omnilm.errors import OmniError
 from omnilm.generation import GenerationRequest, GenerationSettings
+from omnilm.serve.audio import add_voice
 from omnilm.serve.auth import BodyLimitMiddleware, check_bearer
 from omnilm.serve.batching import BatchScheduler, QueueFullError
 from omnilm.serve.errors import APIError
 from omnilm.serve.media import MediaConverter
 from omnilm.serve.schemas import ChatCompletionRequest
 from omnilm.serve.settings import ServeSettings
+from omnilm.serve.voice import VoiceSettings
 from omnilm.serve.web import add_web_page
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
-    """An app serving `lm`; its batch scheduler starts now and drains on the app's shutdown."""
+def create_app(lm, settings: ServeSettings | None = None, voice: VoiceSettings | None = None) -> FastAPI:
+    """An app serving `lm`; its batch scheduler starts now and drains on the app's shutdown. `voice`: the
+    speech recognizer and engine behind /v1/audio/* and spoken replies (default: the model's Whisper, espeak-ng)."""
     settings = settings or ServeSettings()
     model_id = settings.model_id or lm.name
     scheduler = BatchScheduler(lm, max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
@@ -93,6 +96,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
                              "logprobs": None, "finish_reason": event[1]}]}
 
+    add_voice(app, lm, settings, auth, voice)
     add_web_page(app, lm, model_id, auth_required=settings.api_key is not None)
     return app
 
