@@ -64,11 +64,13 @@ class Record:
 
 
 def _media_list(raw: dict, key: str) -> list:
+    """A record's media of one kind: paths (or data URLs), or bytes where a dataset row holds the file."""
     value = raw.get(key, raw.get(key + "s", []))
-    if isinstance(value, str):
+    if isinstance(value, (str, bytes)):
         return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f'"{key}" must be a path or a list of paths, got {value!r}')
+    if not isinstance(value, list) or not all(isinstance(v, (str, bytes)) for v in value):
+        shown = repr(value) if len(repr(value)) < 200 else f"a {type(value).__name__}"
+        raise ValueError(f'"{key}" must be a path or a list of paths, got {shown}')
     return value
 
 
@@ -113,7 +115,8 @@ def parse_record(raw: Any, media_root: Path, index: int) -> Record:
     """Validate one decoded JSON record; raises ValueError naming the problem."""
     if not isinstance(raw, dict):
         raise ValueError(f"a record must be a JSON object, got {type(raw).__name__}")
-    queues = {kind: [str(media_root / p) for p in _media_list(raw, kind)] for kind in MODALITIES}
+    queues = {kind: [p if isinstance(p, bytes) else _media_path(p, media_root) for p in _media_list(raw, kind)]
+              for kind in MODALITIES}
     declared = {kind: len(queue) for kind, queue in queues.items()}
     placed = dict.fromkeys(MODALITIES, 0)
     messages = []
