@@ -93,7 +93,8 @@ class JsonSource(Source):
     def __init__(self, spec: SourceSpec, path: Path, *, index_dir: Path | None = None) -> None:
         self.spec, self.path, self.skipped = spec, path, []
         self.media_root = Path(spec.media_root) if spec.media_root else path.parent
-        self.offsets = record_offsets(path, kind=_json_kind(path), cache=index_dir)  # (N, 3) start, end, line
+        self.kind = _json_kind(path)
+        self.offsets = record_offsets(path, kind=self.kind, cache=index_dir)  # (N, 3) start, end, line
         self._handles: dict = {}
 
     def __len__(self) -> int:
@@ -108,7 +109,9 @@ class JsonSource(Source):
             raise ValueError(f"malformed JSON ({error.msg} at column {error.colno})") from None
 
     def where(self, index: int) -> str:
-        return f"{self.path}:{int(self.offsets[index][2])}"
+        """``file:line``; in a JSON array (often one line) also the record's position in it."""
+        line = f"{self.path}:{int(self.offsets[index][2])}"
+        return line if self.kind == "jsonl" else f"{line} (record {index})"
 
 
 class HubSource(Source):
