@@ -276,3 +276,15 @@ def test_bad_image_found_while_training_stops_or_is_skipped(folder, capsys, capl
         assert train(folder, str(folder / "00000.tar"), *sampled, "data.on_error=skip",
                      f"output_dir={folder / 'skip'}") == 0
     assert f"skipped a bad record: {folder / '00000.tar'}:3" in caplog.text
+
+
+def test_read_records_takes_a_llava_json_array_and_names_bad_records(folder):
+    from omnilm.data.records import read_records
+
+    rows = [llava(0), {**llava(1), "image": "images/nowhere.png"}, llava(2)]
+    path = folder / "eval.json"
+    path.write_text(json.dumps(rows, indent=1))
+    with pytest.raises(RecordError, match=r"eval.json:\d+ \(record 1\): image file not found"):
+        read_records(path)
+    path.write_text(json.dumps([rows[0], rows[2]], indent=1))
+    assert [r.answer for r in read_records(path)] == ["a", "a"]

@@ -61,7 +61,7 @@ class SourceSpec:
 
 
 class Source:
-    """Base: rows by index; subclasses set `spec`, `media_root` and implement `__len__`, `_row`, `where`."""
+    """Base: rows by index; subclasses set `spec`, `media_root` and implement `__len__`, `row`, `where`."""
 
     spec: SourceSpec
     media_root: Path
@@ -70,14 +70,15 @@ class Source:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def _row(self, index: int) -> dict[str, Any]:
+    def row(self, index: int) -> dict[str, Any]:
+        """Row `index` as stored (ValueError when it cannot be read)."""
         raise NotImplementedError
 
     def where(self, index: int) -> str:
         raise NotImplementedError
 
     def raw(self, index: int) -> dict[str, Any]:
-        row = self._row(index)
+        row = self.row(index)
         if self.spec.columns is None:
             return row
         return row_to_record(row, self.spec.columns, index, self.spec.prompt)
@@ -93,14 +94,14 @@ class JsonSource(Source):
     def __init__(self, spec: SourceSpec, path: Path, *, index_dir: Path | None = None) -> None:
         self.spec, self.path, self.skipped = spec, path, []
         self.media_root = Path(spec.media_root) if spec.media_root else path.parent
-        self.kind = _json_kind(path)
+        self.kind = json_kind(path)
         self.offsets = record_offsets(path, kind=self.kind, cache=index_dir)  # (N, 3) start, end, line
         self._handles: dict = {}
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def _row(self, index: int) -> dict[str, Any]:
+    def row(self, index: int) -> dict[str, Any]:
         start, end, _ = (int(v) for v in self.offsets[index])
         text = read_span(reopen(self.path, self._handles), start, end)
         try:
@@ -130,14 +131,14 @@ class HubSource(Source):
     def __len__(self) -> int:
         return len(self.table)
 
-    def _row(self, index: int) -> dict[str, Any]:
+    def row(self, index: int) -> dict[str, Any]:
         return self.table[index].to_pylist()[0]
 
     def where(self, index: int) -> str:
         return f"{self.label} row {index}"
 
 
-def _json_kind(path: Path) -> str:
+def json_kind(path: Path) -> str:
     """``json`` for a JSON array, ``jsonl`` otherwise (the first byte that is not whitespace decides)."""
     with path.open("rb") as handle:
         head = handle.read(4096).lstrip()

@@ -100,7 +100,7 @@ class TarSource(Source):
         shard, key = self._locate(index)
         return f"{self.shards[shard]}:{key}"
 
-    def _row(self, index: int) -> dict[str, Any]:
+    def row(self, index: int) -> dict[str, Any]:
         shard, key = self._locate(index)
         handle = reopen(self.shards[shard], self._handles)
         row: dict[str, Any] = {"__key__": key}
@@ -117,7 +117,7 @@ class TarSource(Source):
         return row
 
     def raw(self, index: int) -> dict[str, Any]:
-        row = self._row(index)
+        row = self.row(index)
         spec = self.spec.columns or _default_columns(row)
         return row_to_record(row, spec, index, self.spec.prompt) | {"id": row["__key__"]}
 
