@@ -8,7 +8,8 @@
    reference. The bench polls the run's metrics.jsonl and the process's resident memory
    (/proc/PID/status VmRSS): seconds from the command to its first step (cold: the offset index is
    built; warm: read from the cache), and RSS at steps 1, 100 and 1,000. Flat memory means RSS at 1,000
-   ≈ RSS at 1 on the 1M run, and the 1M run ≈ the 100k run at step 100.
+   ≈ RSS at 1 on the 1M run, and the 1M run ≈ the 100k run at step 100. Reference, same run: reading the
+   whole 1M file into Python objects as LLaVA's loader does (`json.load`), its seconds and added RSS.
 2. Loader vs step. Records whose images are 336×336 JPEGs (LLaVA-1.5's input size; decoded, resized and
    collated by the loader) are fetched by the trainer's own loader alone (records/s), and consumed by the
    optimizer step alone on batches fetched before (records/s); then a training loop with
@@ -86,8 +87,10 @@ def train_run(data: Path, out: Path, cache: Path, steps: int, marks: tuple[int, 
                     "eval_every=null"):
         command += ["--set", setting]
     env = {**os.environ, "OMNILM_CACHE": str(cache), "PYTHONPATH": str(ROOT / "src")}
+    out.mkdir(parents=True, exist_ok=True)
+    log = (out.parent / f"{out.name}.log").open("w")  # a file, not a pipe: a full pipe would stall the run
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     metrics, first, rss, peak = out / "metrics.jsonl", None, {}, 0.0
     while process.poll() is None:
         current = _rss_mb(process.pid) or 0.0
@@ -99,8 +102,9 @@ def train_run(data: Path, out: Path, cache: Path, steps: int, marks: tuple[int, 
             if done >= mark and mark not in rss:
                 rss[mark] = round(current, 1)
         time.sleep(0.05)
+    log.close()
     if process.returncode != 0:
-        raise RuntimeError(f"omnilm train failed: {process.stderr.read()[-2000:]}")
+        raise RuntimeError(f"omnilm train failed: {(out.parent / f'{out.name}.log').read_text()[-2000:]}")
     return {"seconds_to_first_step": round(first, 2), "rss_mb_at_step": rss, "peak_rss_mb": round(peak, 1),
             "total_seconds": round(time.perf_counter() - started, 1)}
 
@@ -113,6 +117,18 @@ def _last_step(metrics: Path) -> int:
         return int(json.loads(lines[-1])["step"]) if lines else 0
     except (OSError, ValueError, KeyError):
         return 0
+
+
+def json_load_reference(data: Path) -> dict:
+    """What a loader that reads the whole file does (LLaVA's `json.load(open(path))`): seconds and RSS."""
+    code = ("import json, time, sys\nfrom pathlib import Path\n"
+            "def rss():\n    return int([l for l in Path('/proc/self/status').read_text().splitlines()"
+            " if l.startswith('VmRSS:')][0].split()[1]) / 1024\n"
+            "before = rss(); started = time.perf_counter()\nrecords = json.load(open(sys.argv[1]))\n"
+            "print(json.dumps({'seconds': round(time.perf_counter() - started, 2),"
+            " 'rss_mb_added': round(rss() - before, 1), 'records': len(records)}))")
+    done = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def loader_vs_step(tmp: Path, workers: int, steps: int = 40) -> dict:
@@ -172,6 +188,7 @@ def run() -> dict:
                      "generate_seconds": round(generated, 1), "cold_index": cold}
             if label == "records_1m":
                 entry["warm_index"] = train_run(data, tmp / f"run-{size}-warm", cache, 2, (1,))
+                entry["reference_json_load_whole_file"] = json_load_reference(data)
             result[label] = entry
             logger.info("%s: %s", label, entry)
         result["rss_growth_mb_step1_to_last"] = round(

@@ -305,7 +305,7 @@ def test_eval_vqav2_with_limit_against_an_openai_compatible_endpoint(hub, stub_s
     out = tmp_path / "vqav2-endpoint"
     assert main(["eval", "--endpoint", url, "--task", "vqav2", "--limit", "1", "--out", str(out),
                  "--no-progress"]) == 0
-    assert len(requests) == 1 and "VQA accuracy" not in capsys.readouterr().err
+    assert len(requests) == 1 and "vqa_accuracy" in capsys.readouterr().out
     image = requests[0]["messages"][-1]["content"][0]
     assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/png;base64,")
     results = json.loads((out / "results.json").read_text())

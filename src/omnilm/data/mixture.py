@@ -97,8 +97,12 @@ def check_media(record: Record) -> None:
                 raise ValueError(f"empty {part['type']} bytes")
 
 
-def _checked_rows(mixture: Mixture, check: str, sample: int, seed: int) -> Iterator[tuple[Source, int]]:
+def _checked_rows(mixture: Mixture, check: str, sample: int, seed: int,
+                  first: int | None) -> Iterator[tuple[Source, int]]:
     """(source, row) of each record to validate up front."""
+    if first is not None:  # held-out records: the ones used, all of them
+        yield from (mixture.locate(i) for i in range(min(first, len(mixture))))
+        return
     full = check == "full" or (check == "auto" and sum(len(s) for s in mixture.sources) <= FULL_CHECK_LIMIT)
     for i, source in enumerate(mixture.sources):
         if full or len(source) <= sample:
@@ -111,10 +115,11 @@ def _checked_rows(mixture: Mixture, check: str, sample: int, seed: int) -> Itera
 
 
 def validate(mixture: Mixture, modalities: tuple[str, ...], *, check: str = "auto", sample: int = 2000,
-             seed: int = 0) -> int:
-    """Check records up front (see the module docstring); RecordError lists each bad one. Returns the count."""
+             seed: int = 0, first: int | None = None) -> int:
+    """Check records up front (see the module docstring; `first`: exactly the first N mixture records);
+    RecordError lists each bad one. Returns how many were checked."""
     problems, checked = [], 0
-    for source, row in _checked_rows(mixture, check, sample, seed):
+    for source, row in _checked_rows(mixture, check, sample, seed, first):
         checked += 1
         try:
             record = source.record(row)

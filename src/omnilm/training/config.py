@@ -279,6 +279,8 @@ class TrainConfig:
         require(not self.stage.per_connector, "stage.per_connector", "a dual encoder has one pair of heads")
         require(self.optim.batch_size >= 2, "optim.batch_size", "contrastive training needs >= 2 pairs per batch")
         require(not self.data.streaming, "data.streaming", "caption pairs are read in full; use streaming: false")
+        require(all(isinstance(f, str) for f in self.data.train_files + self.data.eval_files), "data.train",
+                "a dual encoder reads caption JSONL files or easy-vqa:SPLIT, not source mappings")
         require(not self.optim.gradient_checkpointing, "optim.gradient_checkpointing", "is for LLMs; set it false")
         require(not self.export.merge_lora, "export.merge_lora", "a dual encoder has no LoRA adapters")
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 import numpy as np
 
 from omnilm.config import MODALITIES
-from omnilm.data.mixture import Mixture, check_media, validate
+from omnilm.data.mixture import Mixture, validate
 from omnilm.data.records import RecordError, parse_record, read_records
 from omnilm.data.sources import SourceSpec, open_source
 from omnilm.errors import ConfigError, OmniError
@@ -104,22 +104,7 @@ def record_dataset(section: DataSection, modalities: tuple[str, ...], *, seed: i
     mixture = Mixture(sources, seed=seed)
     logger.info("data.%s: %s", split, mixture.describe())
     dataset = RecordDataset(mixture, modalities, limit)
-    if limit is None:
-        validate(mixture, modalities, check=section.check, sample=section.check_sample, seed=seed)
-    else:  # held-out records: the ones used, all of them
-        problems = []
-        for index in range(len(dataset)):
-            row = dataset[index]
-            try:
-                if "error" not in row:
-                    check_media(mixture.record(index))
-            except ValueError as error:
-                row = {"error": str(error), "where": row["where"]}
-            if "error" in row:
-                problems.append(f"{row['where']}: {row['error']}")
-        if problems:
-            raise RecordError(f"{len(problems)} invalid record(s); fix them and run again:\n  "
-                              + "\n  ".join(problems[:20]))
+    validate(mixture, modalities, check=section.check, sample=section.check_sample, seed=seed, first=limit)
     return dataset
 
 
