@@ -77,6 +77,15 @@ FIXTURES = {
         {"id": "validation_Math_2", "question": "<image 1> Compute x. say 4", "options": "[]", "explanation": "",
          "image_1": png("red"), **{f"image_{i}": None for i in range(2, 8)}, "img_type": "['Plot']", "answer": "4",
          "topic_difficulty": "Hard", "question_type": "open", "subfield": "Calculus"}],
+    ("lmms-lab/textvqa", None, "validation"): [
+        {"image_id": "0054c91397f2fe05", "question_id": 0, "question": "What brand? say Nokia", "question_tokens": [],
+         "image": png("red"), "image_width": 8, "image_height": 8, "flickr_original_url": "", "flickr_300k_url": "",
+         "answers": ["nokia"] * 9 + ["toshiba"], "image_classes": ["phone"], "set_name": "val",
+         "ocr_tokens": ["NOKIA"]}],
+    ("lmms-lab/NoCaps", None, "validation"): [
+        {"image": png("red"), "image_coco_url": "http://x", "image_date_captured": "2018", "image_file_name": "0.jpg",
+         "image_height": 8, "image_width": 8, "image_id": 0, "image_license": 0, "image_open_images_id": "abc",
+         "annotations_ids": list(range(10)), "annotations_captions": ["a red square"] * 10}],
     ("lmms-lab/ChartQA", None, "test"): [
         {"type": "human_test", "question": "Value? say 10.4", "answer": "10", "image": png("red")},
         {"type": "augmented_test", "question": "Country? say Peru", "answer": "Chile", "image": png("red")}],
@@ -157,6 +166,7 @@ class ScriptedModel:
              "mme_cognition": 50.0}),
     ("scienceqa-img", {"choice_accuracy": 0.5}),
     ("mmmu", {"choice_accuracy": 1.0}),  # the open question is filtered out
+    ("textvqa", {"vqa_accuracy": 1.0}),
     ("chartqa", {"relaxed_accuracy": 0.5}),
     ("docvqa", {"anls": (1.0 + 0.75) / 2}),  # "199" against "1995": 1 - 1/4
     ("librispeech-test-clean", {"wer_whisper": 1.0}),
@@ -198,12 +208,16 @@ def test_gqa_joins_its_images_by_id(hub, tmp_path):
     assert ("lmms-lab/GQA", "testdev_balanced_images", "testdev") in hub
 
 
-def test_captions_score_with_coco_metrics(hub, tmp_path, monkeypatch):
+@pytest.mark.parametrize("task", ["coco-caption", "nocaps", "flickr30k-caption"])
+def test_captions_score_with_coco_metrics(task, hub, tmp_path, monkeypatch):
     import omnilm.metrics
 
     monkeypatch.setattr(omnilm.metrics, "meteor_unavailable", lambda: "switched off in this test")
-    results = evaluate(ScriptedModel(), "coco-caption", tmp_path / "coco", progress=False)
-    assert results["metrics"]["BLEU-1"] == pytest.approx(1.0) and "CIDEr" in results["metrics"]
+    results = evaluate(ScriptedModel(), task, tmp_path / task, progress=False)  # replies "a red square"
+    assert "CIDEr" in results["metrics"]
+    assert results["num_items"] == {"coco-caption": 1, "nocaps": 1, "flickr30k-caption": 3}[task]
+    if task != "flickr30k-caption":  # every reference says "a red square"
+        assert results["metrics"]["BLEU-1"] == pytest.approx(1.0)
 
 
 def test_video_task_samples_its_frames(hub, tmp_path, monkeypatch):
