@@ -35,6 +35,9 @@ class Mixture:
     """Sources with weights as one sequence of records (see the module docstring)."""
 
     def __init__(self, sources: list[Source], *, seed: int = 0) -> None:
+        for source in sources:
+            if not len(source):
+                raise RecordError(f"{source.spec.label} holds no records")
         self.sources = sources
         counts = [max(1, round(source.spec.weight * len(source))) for source in sources]
         self.bounds = np.cumsum([0, *counts])  # (S + 1,) where each source's records start
