@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train", "bench_voice")
+SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train", "bench_voice", "bench_data")
 HERE = Path(__file__).resolve().parent
 
 

@@ -138,8 +138,8 @@ def test_bad_task_files_name_the_field(tmp_path, text, field):
 
 
 def test_unknown_task_lists_builtins():
-    assert builtin_tasks() == ["easy-vqa", "easy-vqa-spoken", "shapes-caption"]
-    with pytest.raises(TaskError, match="easy-vqa, easy-vqa-spoken, shapes-caption"):
+    assert builtin_tasks() == ["easy-vqa", "easy-vqa-spoken", "easy-vqa-video", "shapes-caption"]
+    with pytest.raises(TaskError, match="easy-vqa, easy-vqa-spoken, easy-vqa-video, shapes-caption"):
         load_task("no-such-task")
 
 

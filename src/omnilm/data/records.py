@@ -64,11 +64,13 @@ class Record:
 
 
 def _media_list(raw: dict, key: str) -> list:
+    """A record's media of one kind: paths (or data URLs), or bytes where a dataset row holds the file."""
     value = raw.get(key, raw.get(key + "s", []))
-    if isinstance(value, str):
+    if isinstance(value, (str, bytes)):
         return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f'"{key}" must be a path or a list of paths, got {value!r}')
+    if not isinstance(value, list) or not all(isinstance(v, (str, bytes)) for v in value):
+        shown = repr(value) if len(repr(value)) < 200 else f"a {type(value).__name__}"
+        raise ValueError(f'"{key}" must be a path or a list of paths, got {shown}')
     return value
 
 
@@ -113,7 +115,8 @@ def parse_record(raw: Any, media_root: Path, index: int) -> Record:
     """Validate one decoded JSON record; raises ValueError naming the problem."""
     if not isinstance(raw, dict):
         raise ValueError(f"a record must be a JSON object, got {type(raw).__name__}")
-    queues = {kind: [str(media_root / p) for p in _media_list(raw, kind)] for kind in MODALITIES}
+    queues = {kind: [p if isinstance(p, bytes) else _media_path(p, media_root) for p in _media_list(raw, kind)]
+              for kind in MODALITIES}
     declared = {kind: len(queue) for kind, queue in queues.items()}
     placed = dict.fromkeys(MODALITIES, 0)
     messages = []
@@ -159,6 +162,30 @@ def parse_record(raw: Any, media_root: Path, index: int) -> Record:
     return Record(str(raw.get("id", index)), messages, None if category is None else str(category), extra, index + 1)
 
 
+def _raw_records(path: Path):
+    """(index, line, where, decoded JSON or the ValueError of a malformed one) of each record of a file."""
+    from omnilm.data.sources import JsonSource, SourceSpec, json_kind
+
+    if json_kind(path) == "json":
+        source = JsonSource(SourceSpec(path=str(path)), path)
+        for index in range(len(source)):
+            try:
+                raw = source.row(index)
+            except ValueError as error:
+                raw = error
+            yield index, int(source.offsets[index][2]), source.where(index), raw
+        return
+    with path.open(encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as error:
+                raw = ValueError(f"malformed JSON ({error.msg} at column {error.colno})")
+            yield index, index + 1, f"{path}:{index + 1}", raw
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The JSON objects of a JSONL file, as written (not validated; blank lines skipped)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -170,7 +197,7 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
 
 
 def read_records(path: str | Path, media_root: str | Path | None = None, limit: int | None = None) -> list[Record]:
-    """Read and validate a JSONL file of records (the first ``limit`` when given).
+    """Read and validate a JSONL file (or a LLaVA JSON array) of records (the first ``limit`` when given).
 
     Raises RecordError listing every bad line (``file:line: problem``); duplicate ids are errors too.
     """
@@ -179,26 +206,22 @@ def read_records(path: str | Path, media_root: str | Path | None = None, limit: 
         raise RecordError(f"dataset file not found: {path}")
     root = Path(media_root) if media_root is not None else path.parent
     records, problems, seen = [], [], {}
-    with path.open(encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            if limit is not None and len(records) + len(problems) >= limit:
-                break
-            if not line.strip():
-                continue
-            where = f"{path}:{index + 1}"
-            try:
-                record = parse_record(json.loads(line), root, index)
-            except json.JSONDecodeError as error:
-                problems.append(f"{where}: malformed JSON ({error.msg} at column {error.colno})")
-                continue
-            except ValueError as error:
-                problems.append(f"{where}: {error}")
-                continue
-            if record.id in seen:
-                problems.append(f"{where}: duplicate id {record.id!r} (first on line {seen[record.id]})")
-                continue
-            seen[record.id] = index + 1
-            records.append(record)
+    for index, line_number, where, raw in _raw_records(path):
+        if limit is not None and len(records) + len(problems) >= limit:
+            break
+        try:
+            if isinstance(raw, ValueError):
+                raise raw
+            record = parse_record(raw, root, index)
+        except ValueError as error:
+            problems.append(f"{where}: {error}")
+            continue
+        record.line = line_number
+        if record.id in seen:
+            problems.append(f"{where}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+            continue
+        seen[record.id] = line_number
+        records.append(record)
     if problems:
         shown = "\n  ".join(problems[:_MAX_REPORTED])
         more = f"\n  ... and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""

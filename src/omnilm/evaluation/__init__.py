@@ -4,6 +4,6 @@ confusion-matrix PNG."""
 
 from omnilm.evaluation.endpoint import EndpointModel
 from omnilm.evaluation.runner import evaluate
-from omnilm.evaluation.tasks import Task, TaskError, builtin_tasks, load_task
+from omnilm.evaluation.tasks import Task, TaskError, benchmark_tasks, builtin_tasks, load_task
 
-__all__ = ["EndpointModel", "Task", "TaskError", "builtin_tasks", "evaluate", "load_task"]
+__all__ = ["EndpointModel", "Task", "TaskError", "benchmark_tasks", "builtin_tasks", "evaluate", "load_task"]

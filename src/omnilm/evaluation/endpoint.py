@@ -1,7 +1,8 @@
 """Evaluate any OpenAI-compatible chat server (``omnilm serve``, vLLM, llama.cpp, a hosted API).
 
-Images are sent as ``image_url`` parts holding data URLs, audio as ``input_audio`` parts (base64 WAV/MP3),
-video as data URLs in ``video_url`` parts (a common extension); text as ``text`` parts.
+Images are sent as ``image_url`` parts holding data URLs, audio as ``input_audio`` parts (base64 WAV/MP3/FLAC),
+video as data URLs in ``video_url`` parts (a common extension) or, when the task sampled its frames, as one
+``image_url`` part per frame (as lmms-eval sends video to chat APIs); text as ``text`` parts.
 """
 
 from __future__ import annotations
@@ -28,11 +29,24 @@ def _data_url(item: Any, default_mime: str) -> str:
         item.save(buffer, format="PNG")
         data, mime = buffer.getvalue(), "image/png"
     elif isinstance(item, (bytes, bytearray)):
-        data, mime = bytes(item), default_mime
+        data, mime = bytes(item), _sniff(bytes(item)) or default_mime
     else:
         path = Path(item)
         data, mime = path.read_bytes(), mimetypes.guess_type(path.name)[0] or default_mime
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+_SIGNATURES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"RIFF": "audio/wav",
+               b"fLaC": "audio/flac", b"ID3": "audio/mpeg", b"OggS": "audio/ogg", b"\x1aE\xdf\xa3": "video/webm"}
+
+
+def _sniff(data: bytes) -> str | None:
+    """The MIME type of media bytes from their first bytes (dataset rows carry no file name)."""
+    if data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[4:8] == b"ftyp":
+        return "video/mp4"
+    return next((mime for magic, mime in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _audio_part(item: Any) -> dict:
@@ -44,7 +58,8 @@ def _audio_part(item: Any) -> dict:
         soundfile.write(buffer, np.asarray(item[0]), int(item[1]), format="WAV")
         data, fmt = buffer.getvalue(), "wav"
     elif isinstance(item, (bytes, bytearray)):
-        data, fmt = bytes(item), "wav"
+        data = bytes(item)
+        fmt = {"audio/flac": "flac", "audio/mpeg": "mp3", "audio/ogg": "ogg"}.get(_sniff(data) or "", "wav")
     else:
         data, fmt = Path(item).read_bytes(), Path(item).suffix.lstrip(".").lower() or "wav"
     return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
@@ -63,6 +78,9 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
             kind = part["type"]
             if kind == "text":
                 parts.append({"type": "text", "text": part["text"]})
+            elif kind == "video" and isinstance(part["video"], list):  # frames sampled by the task: images
+                parts += [{"type": "image_url", "image_url": {"url": _data_url(frame, "image/png")}}
+                          for frame in part["video"]]
             elif kind in ("image", "video"):  # data URLs in image_url / video_url parts
                 url = _data_url(part[kind], "image/png" if kind == "image" else "video/mp4")
                 parts.append({"type": f"{kind}_url", f"{kind}_url": {"url": url}})

@@ -65,8 +65,11 @@ def markdown(task: Task, records: list[Record], items: list[dict], results: dict
     lines = [f"# {task.name} — {results.get('model', '?')}", ""]
     if task.description:
         lines += [task.description, ""]
-    lines += [f"Items: {results['num_items']} · generation: `{json.dumps(task.generation)}`", "", "## Metrics", "",
-              "| metric | value |", "| --- | --- |"]
+    lines += [f"Items: {results['num_items']} · generation: `{json.dumps(task.generation)}`", "",
+              f"Prompt: `{json.dumps(task.prompt)}`" + (f" · system: `{json.dumps(task.system)}`" if task.system else ""),
+              "", f"Answer parsing: postprocess `{' → '.join(task.postprocess) or 'none'}`"]
+    lines += [f"; {name} reads it as: {rule}" for name, rule in results.get("parsers", {}).items()]
+    lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {_fmt(value)} |" for name, value in results["metrics"].items()]
     for name, reason in results.get("unavailable", {}).items():
         lines.append(f"| {name} | not computed: {reason} |")

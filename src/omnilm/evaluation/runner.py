@@ -37,14 +37,39 @@ def build_prompt(task: Task, record: Record) -> list[dict]:
     if task.system and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": [{"type": "text", "text": task.system}]})
     last = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    media = [p for p in messages[last]["content"] if p["type"] != "text"]
+    media = [_sampled(p, task.video_frames) for p in messages[last]["content"] if p["type"] != "text"]
     text = "".join(p["text"] for p in messages[last]["content"] if p["type"] == "text").strip()
     try:
-        prompt = task.prompt.format(text=text, **{k: v for k, v in record.fields.items() if k != "text"})
+        prompt = task.prompt.format(text=text, **{k: v for k, v in record.fields.items() if k != "text"}).strip()
     except (KeyError, IndexError) as error:
         raise OmniError(f"task {task.source}: field 'prompt': record {record.id!r} has no field {error}") from None
     messages[last] = {"role": "user", "content": media + [{"type": "text", "text": prompt}]}
     return messages
+
+
+def _sampled(part: dict, frames: int | None) -> dict:
+    """A video part as the task's `video_frames` frames sampled uniformly (the model or server takes the list)."""
+    if part["type"] != "video" or frames is None or isinstance(part["video"], list):
+        return part
+    from omnilm.media import load_video
+
+    return {"type": "video", "video": load_video(part["video"], num_frames=frames)}
+
+
+def task_records(task: Task, limit: int | None = None) -> list[Record]:
+    """The task's records: its JSONL file (built on first use) or the first `limit` rows of its dataset."""
+    if task.eval_data is None:
+        return read_records(ensure_data(task), task.media_root, limit=limit)
+    from omnilm.evaluation.hubdata import load_eval_records
+
+    records = load_eval_records(task.eval_data, task.base_dir, limit)
+    seen: dict[str, int] = {}
+    for record in records:
+        if record.id in seen:
+            raise OmniError(f"task {task.source}: field 'data.columns.id': {record.id!r} names rows {seen[record.id]} "
+                            f"and {record.line - 1}; give a unique column, or none to number the rows")
+        seen[record.id] = record.line - 1
+    return records
 
 
 def _check_modalities(model: Any, records: list[Record], task: Task) -> None:
@@ -82,7 +107,8 @@ def _read_predictions(path: Path) -> dict[str, dict]:
 
 def _run_signature(task: Task, model: Any) -> dict:
     return {"task": task.name, "model": getattr(model, "name", type(model).__name__), "prompt": task.prompt,
-            "system": task.system, "generation": task.generation, "data": str(task.data)}
+            "system": task.system, "generation": task.generation,
+            "data": task.eval_data.label if task.eval_data else str(task.data)}
 
 
 def _prepare_out_dir(out_dir: Path, signature: dict) -> None:
@@ -114,7 +140,11 @@ def evaluate(
     ``results.json``.
     """
     task = load_task(task) if isinstance(task, (str, Path)) else task
-    records = read_records(ensure_data(task), task.media_root, limit=limit)
+    records = task_records(task, limit)
+    if task.metrics == ["recall_at_k"]:
+        from omnilm.evaluation.retrieval import evaluate_retrieval
+
+        return evaluate_retrieval(model, task, records, Path(out_dir))
     _check_modalities(model, records, task)
     out_dir = Path(out_dir)
     signature = _run_signature(task, model)

@@ -28,13 +28,16 @@ import yaml
 
 from omnilm.configkit import coerce, require
 from omnilm.errors import ConfigError, OmniError
+from omnilm.evaluation.hubdata import EvalData
 from omnilm.generation import GenerationSettings
 from omnilm.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).parent / "tasks"
-METRICS = ("vqa_accuracy", "exact_match", "wer", "caption")
+BENCHMARK_DIR = BUILTIN_DIR / "benchmarks"
+METRICS = ("vqa_accuracy", "exact_match", "anls", "relaxed_accuracy", "choice_accuracy", "pope", "mme", "wer",
+           "wer_whisper", "caption", "recall_at_k")
 POSTPROCESSORS = {
     "strip": str.strip,
     "lower": str.lower,
@@ -55,8 +58,13 @@ def data_root() -> Path:
 
 
 def builtin_tasks() -> list[str]:
-    """Names of the tasks shipped with omnilm."""
+    """Names of the tasks shipped with omnilm whose data builds offline (easy-VQA and its variants)."""
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def benchmark_tasks() -> list[str]:
+    """Names of the standard benchmarks shipped as tasks (their data comes from the hub; docs/benchmarks.md)."""
+    return sorted(p.stem for p in BENCHMARK_DIR.glob("*.yaml"))
 
 
 @dataclasses.dataclass
@@ -64,7 +72,9 @@ class TaskFile:
     """The fields of a task YAML file as written (see the module docstring); `validate` checks their values."""
 
     name: str  # a short name such as easy-vqa
-    data: str | dict[str, str]  # a JSONL path relative to the task file, or {dataset: NAME, file: FILE, split: S}
+    # a JSONL path relative to the task file, {dataset: NAME, file: FILE, split: S} (an omnilm builder),
+    # or a hub / parquet / `datasets` source with its columns (omnilm.evaluation.hubdata.EvalData)
+    data: str | dict[str, Any]
     description: str = ""
     media_root: str | None = None
     prompt: str = "{text}"
@@ -76,16 +86,20 @@ class TaskFile:
     category_field: str = "category"
     confusion_matrix: bool = False
     batch_size: int = 8
+    video_frames: int | None = None  # frames the task samples from each video (uniformly) before the model sees it
+    source_url: str = ""  # the benchmark's home page or paper (for the report and docs/benchmarks.md)
 
     def validate(self) -> None:
         from omnilm.data.builders import DATASETS
 
         require(bool(self.name), "name", "required (a short name such as easy-vqa)")
-        if isinstance(self.data, dict):
+        if isinstance(self.data, dict) and "dataset" in self.data:
             require(set(self.data) <= {"dataset", "file", "split"} and {"dataset", "file"} <= set(self.data), "data",
                     "expected {dataset: NAME, file: FILE.jsonl, split: test}")
             require(self.data["dataset"] in DATASETS, "data.dataset",
                     f"unknown dataset {self.data['dataset']!r}; choose from {', '.join(DATASETS)}")
+        elif isinstance(self.data, dict):
+            coerce(EvalData, self.data, "data").validate("data")
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(self.prompt) if f is not None]
         except ValueError as error:
@@ -102,6 +116,9 @@ class TaskFile:
         for metric in self.metrics:
             require(metric in METRICS, "metrics", f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
         require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        require(self.video_frames is None or self.video_frames >= 1, "video_frames", "must be at least 1")
+        require("recall_at_k" not in self.metrics or self.metrics == ["recall_at_k"], "metrics",
+                "recall_at_k scores a dual encoder's embeddings; it cannot be combined with generated-answer metrics")
 
 
 @dataclasses.dataclass
@@ -109,8 +126,10 @@ class Task(TaskFile):
     """A validated task: the file's fields, with ``data`` resolved to the JSONL path and ``dataset`` the builder
     that makes it (None for a plain file)."""
 
-    data: Path
+    data: Path | None
     dataset: str | None = None
+    eval_data: EvalData | None = None  # a hub / parquet / `datasets` source (data is then None)
+    base_dir: Path = Path(".")
     split: str = "test"  # the split the dataset builder makes
     media_root: Path | None = None
     source: str = ""  # where the task was read from
@@ -130,14 +149,18 @@ def parse_task(raw: Any, source: str, base_dir: Path) -> Task:
     except ConfigError as err:
         field = err.field or "config"
         raise TaskError(f"task {source}: field '{field}': {str(err).removeprefix(field + ': ')}") from None
-    dataset, split = None, "test"
-    if isinstance(spec.data, dict):
+    dataset, split, eval_data = None, "test", None
+    if isinstance(spec.data, dict) and "dataset" in spec.data:
         dataset, split = spec.data["dataset"], spec.data.get("split", "test")
         path = data_root() / dataset / spec.data["file"]
+    elif isinstance(spec.data, dict):
+        path, eval_data = None, coerce(EvalData, spec.data, "data")
+        split = eval_data.split
     else:
         path = (base_dir / spec.data).resolve()
     fields = dataclasses.asdict(spec) | {
-        "data": path, "dataset": dataset, "split": split, "source": source,
+        "data": path, "dataset": dataset, "split": split, "source": source, "eval_data": eval_data,
+        "base_dir": base_dir,
         "media_root": (base_dir / spec.media_root).resolve() if spec.media_root else None,
         "generation": {"max_new_tokens": 32, "temperature": 0, **spec.generation},
     }
@@ -150,8 +173,10 @@ def load_task(name_or_path: str | Path) -> Task:
     if not path.suffix and not path.exists():
         path = BUILTIN_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise TaskError(f"unknown task {str(name_or_path)!r}; built-in tasks: {', '.join(builtin_tasks())}, "
-                            f"or give the path of a task YAML file")
+            path = BENCHMARK_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise TaskError(f"unknown task {str(name_or_path)!r}; built-in tasks: {', '.join(builtin_tasks())}; "
+                            f"benchmarks: {', '.join(benchmark_tasks())}; or give the path of a task YAML file")
     if not path.is_file():
         raise TaskError(f"task file not found: {path}")
     try:
@@ -163,6 +188,8 @@ def load_task(name_or_path: str | Path) -> Task:
 
 def ensure_data(task: Task) -> Path:
     """The task's JSONL file, building its dataset first when it is missing."""
+    if task.data is None:
+        raise TaskError(f"task {task.source} reads a dataset source, not a JSONL file")
     if task.data.is_file():
         return task.data
     if task.dataset is None:

@@ -2,7 +2,9 @@
 
 Captions: :func:`caption_scores` (BLEU-1..4, ROUGE-L, CIDEr-D in pure Python; METEOR and SPICE through
 pycocoevalcap's jars where Java and the jars are present). Answers: :func:`vqa_accuracy`,
-:func:`exact_match`. Speech: :func:`wer`. Dual encoders: :func:`recall_at_k`, :func:`zero_shot_accuracy`.
+:func:`exact_match`, :func:`anls` (DocVQA), :func:`relaxed_accuracy` (ChartQA), :func:`parse_choice`
+(multiple choice), :func:`pope_scores`, :func:`mme_scores`. Speech: :func:`wer` (Whisper normalisation
+with ``normalize="whisper"``). Dual encoders: :func:`recall_at_k`, :func:`zero_shot_accuracy`.
 """
 
 from __future__ import annotations
@@ -10,23 +12,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 
+from omnilm.metrics.anls import anls
 from omnilm.metrics.bleu import bleu
+from omnilm.metrics.choice import format_options, parse_choice
 from omnilm.metrics.cider import cider_d
 from omnilm.metrics.exact import exact_match, normalize_answer
 from omnilm.metrics.meteor import meteor, meteor_unavailable
+from omnilm.metrics.relaxed import relaxed_accuracy
 from omnilm.metrics.retrieval import recall_at_k, zero_shot_accuracy
 from omnilm.metrics.rouge import rouge_l
 from omnilm.metrics.spice import spice, spice_unavailable
 from omnilm.metrics.tokenize import ptb_tokenize, tokenize_captions
 from omnilm.metrics.vqa import normalize_vqa_answer, vqa_accuracy
-from omnilm.metrics.wer import wer
+from omnilm.metrics.wer import wer, whisper_normalize
+from omnilm.metrics.yesno import mme_answer, mme_scores, pope_answer, pope_scores
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "bleu", "caption_scores", "cider_d", "exact_match", "meteor", "meteor_unavailable", "normalize_answer",
-    "normalize_vqa_answer", "ptb_tokenize", "recall_at_k", "rouge_l", "spice", "spice_unavailable",
-    "tokenize_captions", "vqa_accuracy", "wer", "zero_shot_accuracy",
+    "anls", "bleu", "caption_scores", "cider_d", "exact_match", "format_options", "meteor", "meteor_unavailable",
+    "mme_answer", "mme_scores", "normalize_answer", "normalize_vqa_answer", "parse_choice", "pope_answer",
+    "pope_scores", "ptb_tokenize", "recall_at_k", "relaxed_accuracy", "rouge_l", "spice", "spice_unavailable",
+    "tokenize_captions", "vqa_accuracy", "wer", "whisper_normalize", "zero_shot_accuracy",
 ]
 
 

@@ -25,10 +25,24 @@ def edit_distance(hypothesis: Sequence[str], reference: Sequence[str]) -> int:
     return previous[-1]
 
 
-def wer(hypotheses: str | Sequence[str], references: str | Sequence[str], normalize: bool = True) -> float:
+def whisper_normalize(text: str) -> str:
+    """Whisper's English normaliser (spellings, numbers, contractions), as LibriSpeech WERs are reported."""
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    global _WHISPER
+    if _WHISPER is None:
+        _WHISPER = EnglishTextNormalizer()
+    return _WHISPER(text)
+
+
+_WHISPER = None
+
+
+def wer(hypotheses: str | Sequence[str], references: str | Sequence[str], normalize: bool | str = True) -> float:
     """Corpus WER: total word edits over total reference words (a single pair may be given as strings).
 
-    With ``normalize`` (default) both sides go through :func:`normalize_text`. An empty reference corpus
+    With ``normalize`` (default) both sides go through :func:`normalize_text`; ``normalize="whisper"``
+    uses Whisper's English normaliser instead (:func:`whisper_normalize`). An empty reference corpus
     gives 0.0 when the hypotheses are empty too and raises ValueError otherwise (WER is undefined).
     """
     if isinstance(hypotheses, str) != isinstance(references, str):
@@ -37,7 +51,7 @@ def wer(hypotheses: str | Sequence[str], references: str | Sequence[str], normal
         hypotheses, references = [hypotheses], [references]
     if len(hypotheses) != len(references):
         raise ValueError(f"wer() got {len(hypotheses)} hypotheses but {len(references)} references")
-    prepare = normalize_text if normalize else (lambda text: text)
+    prepare = whisper_normalize if normalize == "whisper" else normalize_text if normalize else (lambda text: text)
     edits, words = 0, 0
     for hypothesis, reference in zip(hypotheses, references):
         hyp_words, ref_words = prepare(hypothesis).split(), prepare(reference).split()

@@ -20,6 +20,8 @@ import yaml
 from omnilm.checkpoint import CONFIG_FILE, OMNI_KIND, checkpoint_kind, is_checkpoint
 from omnilm.config import MODALITIES, OmniConfig
 from omnilm.configkit import apply_overrides, check_fields, coerce, read_mapping, require
+from omnilm.data.mixture import CHECKS
+from omnilm.data.sources import ON_ERROR, SourceSpec
 from omnilm.dual.config import KIND as DUAL_KIND
 from omnilm.dual.config import DualEncoderConfig
 from omnilm.errors import ConfigError
@@ -72,32 +74,45 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    # JSONL file(s): LLaVA `conversations` or OpenAI `messages` records; for a dual encoder, caption
-    # JSONL ({"image", "caption"}) or easy-vqa:train / easy-vqa:test
-    train: str | list[str] = ""
-    eval: str | list[str] | None = None  # held-out records: eval loss (LM) or Recall@K and zero-shot (dual)
+    # Sources (omnilm.data.sources): a LLaVA JSON array or JSONL path, or mappings {path | hub, columns,
+    # weight, ...} for parquet / `datasets` dirs / hub ids / WebDataset tars; several make a weighted
+    # mixture. For a dual encoder: caption JSONL ({"image", "caption"}) or easy-vqa:train / easy-vqa:test
+    train: str | SourceSpec | list[str | SourceSpec] = ""
+    eval: str | SourceSpec | list[str | SourceSpec] | None = None  # held-out records: eval loss or Recall@K
     media_root: str | None = None  # media paths are relative to this (default: each JSONL file's folder)
-    streaming: bool = False  # read records lazily through a datasets.IterableDataset (needs optim.max_steps)
+    streaming: bool = False  # read JSONL records lazily through a datasets.IterableDataset (needs optim.max_steps)
     shuffle: bool = True  # a fresh seeded order each epoch
     shuffle_buffer: int = 1000  # streaming only: examples held for approximate shuffling
     max_eval_samples: int | None = 256  # cap on eval records (eval runs every `eval_every` steps)
     num_workers: int = 0  # DataLoader workers decoding media and collating (streaming data collates in-process)
+    check: str = "auto"  # records validated before training: full | sample | auto (full up to 50k records)
+    check_sample: int = 2000  # records per source validated up front when sampling
+    on_error: str = "stop"  # a bad record or shard found while training: stop (naming it) | skip (and report)
 
     @property
-    def train_files(self) -> list[str]:
-        return [self.train] if isinstance(self.train, str) else list(self.train)
+    def train_files(self) -> list:
+        return [self.train] if isinstance(self.train, (str, SourceSpec)) else list(self.train)
 
     @property
-    def eval_files(self) -> list[str]:
+    def eval_files(self) -> list:
         if not self.eval:
             return []
-        return [self.eval] if isinstance(self.eval, str) else list(self.eval)
+        return [self.eval] if isinstance(self.eval, (str, SourceSpec)) else list(self.eval)
 
     def validate(self, path: str = "data") -> None:
-        require(bool(self.train_files) and all(self.train_files), f"{path}.train", "name at least one JSONL file")
+        require(bool(self.train_files) and all(self.train_files), f"{path}.train", "name at least one source")
+        for name, specs in (("train", self.train_files), ("eval", self.eval_files)):
+            for i, spec in enumerate(specs):
+                if isinstance(spec, SourceSpec):
+                    spec.validate(f"{path}.{name}[{i}]")
         require(self.shuffle_buffer >= 1, f"{path}.shuffle_buffer", "must be >= 1")
         require(self.num_workers >= 0, f"{path}.num_workers", "must be >= 0")
         require(self.max_eval_samples is None or self.max_eval_samples > 0, f"{path}.max_eval_samples", "must be > 0")
+        require(self.check in CHECKS, f"{path}.check", f"{self.check!r} is not one of {CHECKS}")
+        require(self.check_sample >= 1, f"{path}.check_sample", "must be >= 1")
+        require(self.on_error in ON_ERROR, f"{path}.on_error", f"{self.on_error!r} is not one of {ON_ERROR}")
+        require(not self.streaming or all(isinstance(f, str) for f in self.train_files), f"{path}.streaming",
+                "streams JSONL paths only; indexed sources (mappings) need no streaming")
 
 
 @dataclass
@@ -288,6 +303,8 @@ class TrainConfig:
         require(not self.stage.per_connector, "stage.per_connector", "a dual encoder has one pair of heads")
         require(self.optim.batch_size >= 2, "optim.batch_size", "contrastive training needs >= 2 pairs per batch")
         require(not self.data.streaming, "data.streaming", "caption pairs are read in full; use streaming: false")
+        require(all(isinstance(f, str) for f in self.data.train_files + self.data.eval_files), "data.train",
+                "a dual encoder reads caption JSONL files or easy-vqa:SPLIT, not source mappings")
         require(not self.optim.gradient_checkpointing, "optim.gradient_checkpointing", "is for LLMs; set it false")
         require(not self.export.merge_lora, "export.merge_lora", "a dual encoder has no LoRA adapters")
 

@@ -15,7 +15,7 @@ import torch
 from omnilm.processor import IGNORE_INDEX
 from omnilm.training.build import build_model, model_config
 from omnilm.training.config import TrainConfig
-from omnilm.training.data import Collator, TrainData, load_records
+from omnilm.training.data import Collator, TrainData, load_records, record_dataset
 from omnilm.training.stages import (
     apply_stage,
     check_qlora_support,
@@ -39,11 +39,16 @@ class LMObjective:
         modalities = model_config(cfg.model).modalities
         kwargs = {"micro_batch": cfg.optim.batch_size, "grad_accum": cfg.optim.grad_accum, "world": world,
                   "rank": rank, "seed": cfg.seed}
-        rows = load_records(data.train_files, data.media_root, modalities, extra=self.row_extra)  # all validated now
-        self.train_data = TrainData(rows, data, stream_files=data.train_files if data.streaming else None, **kwargs)
+        if data.streaming:  # validates every record up front, then reads the JSONL files again lazily
+            rows = load_records(data.train_files, data.media_root, modalities)
+            self.train_data = TrainData(rows, data, stream_files=data.train_files, **kwargs)
+        else:  # indexed sources: validated (all or a sample, data.check), read by index
+            self.train_data = TrainData(record_dataset(data, modalities, seed=cfg.seed, extra=self.row_extra), data,
+                                        **kwargs)
         self.eval_data = None
         if data.eval_files:
-            rows = load_records(data.eval_files, data.media_root, modalities, data.max_eval_samples, self.row_extra)
+            rows = record_dataset(data, modalities, seed=cfg.seed, split="eval", limit=data.max_eval_samples,
+                                  extra=self.row_extra)
             self.eval_data = TrainData(rows, data, **kwargs)
 
     def build(self, device: torch.device):
