@@ -15,8 +15,12 @@ EXAMPLE = """examples:
   omnilm eval pkg:qwen2.5-0.5b-instruct --task my-task.yaml --out results/qwen
   omnilm eval --endpoint http://127.0.0.1:8000 --task shapes-caption   # any OpenAI-compatible server
 
-Built-in tasks: easy-vqa, easy-vqa-spoken, shapes-caption. An interrupted run resumes from
-OUT/predictions.jsonl when started again with the same --out."""
+  omnilm eval llava-hf/llava-1.5-7b-hf --task vqav2 --limit 500      # a standard benchmark (data from the hub)
+
+Offline tasks: easy-vqa, easy-vqa-spoken, easy-vqa-video, shapes-caption. Standard benchmarks (VQAv2, GQA,
+TextVQA, POPE, MME, ScienceQA-IMG, MMMU, ChartQA, DocVQA, COCO/NoCaps/Flickr30k captions and retrieval,
+LibriSpeech, MVBench): docs/benchmarks.md. An interrupted run resumes from OUT/predictions.jsonl when
+started again with the same --out."""
 
 
 def register(subparsers) -> None:
