@@ -12,6 +12,7 @@ from omnilm.errors import OmniError
 from omnilm.evaluation import TaskError, builtin_tasks, evaluate, load_task
 from omnilm.evaluation.endpoint import to_openai_messages
 from omnilm.evaluation.runner import PREDICTIONS
+from stub_openai import stub_openai_server
 
 
 @pytest.fixture(scope="module")
@@ -214,41 +215,14 @@ def stub_server():
     """A minimal OpenAI-compatible server that answers the colour of the first image it is sent."""
     import base64
     import io
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    requests = []
+    def colour(request: dict) -> str:
+        url = next(p["image_url"]["url"] for p in request["messages"][-1]["content"] if p["type"] == "image_url")
+        pixel = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB").getpixel((0, 0))
+        return {(255, 0, 0): "Red.", (0, 0, 255): "blue", (0, 128, 0): "green"}.get(pixel, "?")
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _send(self, payload):
-            body = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            self._send({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "test"}]})
-
-        def do_POST(self):
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append(request)
-            url = next(p["image_url"]["url"] for p in request["messages"][-1]["content"] if p["type"] == "image_url")
-            pixel = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB").getpixel((0, 0))
-            colour = {(255, 0, 0): "Red.", (0, 0, 255): "blue", (0, 128, 0): "green"}.get(pixel, "?")
-            self._send({"id": "x", "object": "chat.completion", "created": 0, "model": request["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": colour}}]})
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    server.shutdown()
+    with stub_openai_server(colour) as served:
+        yield served
 
 
 def test_endpoint_mode(stub_server, task_file, tmp_path):

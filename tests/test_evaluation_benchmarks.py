@@ -15,6 +15,7 @@ from PIL import Image
 from omnilm.cli.main import main
 from omnilm.errors import OmniError
 from omnilm.evaluation import evaluate, load_task
+from stub_openai import stub_openai_server
 
 
 def png(color: str) -> dict:
@@ -278,40 +279,13 @@ def test_missing_column_and_unknown_dataset_are_clear_errors(hub, tmp_path):
 @pytest.fixture()
 def stub_server():
     """An OpenAI-compatible server replying what each question asks for (after "say ")."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    requests = []
+    def reply(request: dict) -> str:
+        content = request["messages"][-1]["content"]
+        return scripted([{"content": [p for p in content if p["type"] == "text"]}])
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _send(self, payload):
-            body = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            self._send({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "test"}]})
-
-        def do_POST(self):
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append(request)
-            content = request["messages"][-1]["content"]
-            reply = scripted([{"content": [p for p in content if p["type"] == "text"]}])
-            self._send({"id": "x", "object": "chat.completion", "created": 0, "model": request["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": reply}}]})
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    server.shutdown()
+    with stub_openai_server(reply) as served:
+        yield served
 
 
 def test_eval_vqav2_with_limit_against_an_openai_compatible_endpoint(hub, stub_server, tmp_path, capsys):
