@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 
-from omnilm.generation import GenerationRequest, generate_batch, usage
+from omnilm.generation import GenerationRequest, PlainPrompt, generate_batch, usage
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ class BatchScheduler:
         self._held = [r for r in self._held if not r.cancelled.is_set()]
         if not self._held:
             return []
-        key = self._held[0].settings.sampling_key()
-        batch = [r for r in self._held if r.settings.sampling_key() == key][: self.max_batch_size]
+        key = _batch_key(self._held[0])
+        batch = [r for r in self._held if _batch_key(r) == key][: self.max_batch_size]
         self._held = [r for r in self._held if r not in batch]
         return batch
 
@@ -119,3 +119,8 @@ class BatchScheduler:
             logger.exception("generation failed for a batch of %d", len(batch))
             return
         logger.debug("batch of %d done in %.2fs", len(batch), time.monotonic() - started)
+
+
+def _batch_key(request: GenerationRequest) -> tuple:
+    """Requests with equal keys share a batch: the same sampling, and all chat or all plain prompts."""
+    return request.settings.sampling_key(), isinstance(request.messages, PlainPrompt)
