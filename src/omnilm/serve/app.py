@@ -58,7 +58,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: ChatCompletionRequest):
         tools = toolkit.check_tools(body, lm.processor.tokenizer.chat_template)
-        grammar = toolkit.forced_grammar(body) or response_grammar(body.response_format)
+        grammar = toolkit.forced_grammar(body, lm.processor.tokenizer) or response_grammar(body.response_format)
         gen = generation_settings(body, settings, max_tokens=body.max_completion_tokens or body.max_tokens,
                                   logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0, grammar=grammar)
         messages = toolkit.template_messages(await run_in_threadpool(converter.messages, body.messages), body)

@@ -19,7 +19,7 @@ from omnilm.serve.errors import APIError
 from omnilm.serve.schemas import ChatCompletionRequest
 
 CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
-OPEN = "<tool_call>"
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 
 def check_tools(body: ChatCompletionRequest, chat_template: str | None) -> list[dict] | None:
@@ -48,8 +48,9 @@ def check_tools(body: ChatCompletionRequest, chat_template: str | None) -> list[
     return [t.model_dump(exclude_none=True) for t in body.tools]
 
 
-def forced_grammar(body: ChatCompletionRequest) -> Grammar | None:
-    """The grammar of a forced call (tool_choice "required" or named), else None."""
+def forced_grammar(body: ChatCompletionRequest, tokenizer) -> Grammar | None:
+    """The grammar of a forced call (tool_choice "required" or named), else None. `<tool_call>` is one special
+    token in Qwen's vocabulary (llguidance names it `<tool_call>` unquoted), plain text in others."""
     choice = body.tool_choice
     if not body.tools or choice in (None, "auto", "none"):
         return None
@@ -57,7 +58,10 @@ def forced_grammar(body: ChatCompletionRequest) -> Grammar | None:
     calls = [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
               "properties": {"name": {"const": t.function.name}, "arguments": t.function.parameters}} for t in tools]
     schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    lark = f'start: "{OPEN}\\n" call "\\n</tool_call>"\ncall: %json {json.dumps(schema)}\n'
+    schema = {**schema, "x-guidance": {"whitespace_flexible": False}}  # compact JSON: no runs of blank space
+    added = getattr(tokenizer, "added_tokens_encoder", {})
+    opening, closing = (OPEN, CLOSE) if OPEN in added and CLOSE in added else (f'"{OPEN}"', f'"{CLOSE}"')
+    lark = f'start: {opening} "\\n" call "\\n" {closing}\ncall: %json {json.dumps(schema)}\n'
     try:
         return Grammar("lark", lark)
     except ConfigError as err:
