@@ -21,7 +21,9 @@ from omnilm.serve import tools as toolkit
 from omnilm.serve.auth import BodyLimitMiddleware, check_bearer
 from omnilm.serve.batching import BatchScheduler, QueueFullError
 from omnilm.serve.errors import APIError
+from omnilm.media_cache import MediaCache
 from omnilm.serve.media import MediaConverter
+from omnilm.serve.metrics import ServerMetrics
 from omnilm.serve.options import generation_settings, response_grammar
 from omnilm.serve.replies import ChatShape, Choices, CompletionShape, reply, stream
 from omnilm.serve.schemas import ChatCompletionRequest, CompletionRequest
@@ -35,8 +37,13 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving `lm`; its batch scheduler starts now and drains on the app's shutdown."""
     settings = settings or ServeSettings()
     model_id = settings.model_id or lm.name
+    cache = None
+    if settings.media_cache_mb > 0 and hasattr(getattr(lm, "model", None), "media_cache"):
+        cache = lm.model.media_cache = MediaCache(max_bytes=int(settings.media_cache_mb * 2**20))
     scheduler = BatchScheduler(lm, max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
                                max_queue=settings.max_queue)
+    metrics = ServerMetrics(queue_depth=lambda: scheduler.queue_depth, media_cache=cache)
+    scheduler.on_step = metrics.batch_size.observe
     converter = MediaConverter(settings, tuple(lm.modalities), lm.processor.layout.video_frames)
 
     @contextlib.asynccontextmanager
@@ -48,6 +55,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
     app, auth = api_app(settings, title="omnilm", model_id=model_id, modalities=tuple(lm.modalities),
                         closing=lambda: scheduler.closing, lifespan=lifespan)
     app.state.scheduler = scheduler  # for statistics (tests, benchmarks)
+    metrics.install(app, auth)
 
     @app.get("/v1/models/{name:path}", dependencies=auth)
     async def model(name: str) -> dict:
@@ -86,7 +94,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
     async def answer(messages, gen: GenerationSettings, body, shape, prefix: str):
         """Submit n choices, wait for the first event (errors while encoding still get a 4xx), then reply."""
         requests = [GenerationRequest(messages, gen) for _ in range(body.n)]
-        choices = Choices(requests, asyncio.get_running_loop().time() + settings.request_timeout)
+        choices = Choices(requests, asyncio.get_running_loop().time() + settings.request_timeout, metrics)
         try:
             for request in requests:
                 scheduler.submit(request)

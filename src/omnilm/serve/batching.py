@@ -36,6 +36,11 @@ class BatchScheduler:
         self._thread.start()
         self.batches = 0  # statistics, for logs and tests
         self.largest_batch = 0
+        self.on_step = None  # called with the number of rows of each batch (metrics)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() + len(self._held)
 
     @property
     def closing(self) -> bool:
@@ -112,6 +117,8 @@ class BatchScheduler:
             return
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
+        if self.on_step is not None:
+            self.on_step(len(batch))
         started = time.monotonic()
         try:
             generate_batch(lm.model, lm.processor.tokenizer, inputs, batch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 from omnilm.errors import OmniError
 from omnilm.generation import GenerationRequest
@@ -21,14 +22,23 @@ from omnilm.serve.errors import APIError
 class Choices:
     """The choices of one request, their shared event queue and deadline; cancels them when abandoned or late."""
 
-    def __init__(self, requests: list[GenerationRequest], deadline: float) -> None:
+    def __init__(self, requests: list[GenerationRequest], deadline: float, metrics=None) -> None:
         self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()
-        self.requests, self.deadline = requests, deadline
+        self.requests, self.deadline, self.metrics = requests, deadline, metrics
+        self.arrived = time.monotonic()
         for index, request in enumerate(requests):
             request.sink = self._sink(index)
 
     def _sink(self, index: int):
+        first = None
+
         def sink(event: tuple) -> None:
+            nonlocal first
+            if event[0] == "delta" and first is None:
+                first = time.monotonic()
+            elif event[0] == "done" and self.metrics is not None:
+                self.metrics.observe_choice(arrived=self.arrived, first=first, done=time.monotonic(),
+                                            tokens=event[2]["completion_tokens"])
             with contextlib.suppress(RuntimeError):  # the event loop is gone (server stopped)
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
         return sink
