@@ -152,6 +152,7 @@ class GenerationRequest:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     sink: Sink | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    choice: int = 0  # which of a request's n choices (seeded rows sample their own stream per choice)
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ class RowTracker:
     """A stopping criterion called by `generate` after each step: streams rows' new text, says which are done."""
 
     def __init__(self, requests: list[GenerationRequest], tokenizer, eos_ids: set[int], prompt_lengths: list[int]):
-        self.rows = [_Row(r, tokenizer, p) for r, p in zip(requests, prompt_lengths, strict=True)]
+        self.rows = [Row(r, tokenizer, p) for r, p in zip(requests, prompt_lengths, strict=True)]
         self.eos_ids = eos_ids
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
@@ -226,7 +227,7 @@ class RowTracker:
                 row.emit(("error", err))
 
 
-class _Row:
+class Row:
     """One request's generated tokens, its text, and how much of that text has been sent."""
 
     def __init__(self, request: GenerationRequest, tokenizer, prompt_tokens: int) -> None:

@@ -79,6 +79,18 @@ class OmniLM:
         inputs = self.prepare_inputs(conversations)
         return generate_batch(self.model, self.processor.tokenizer, inputs, requests)
 
+    def generate_requests(self, requests: list[GenerationRequest]) -> None:
+        """Generate a batch in one call, each row's events going to its `request.sink` (the engines' common
+        entry for request-level batching; `cancelled` is honoured). Errors reach the sinks, then propagate."""
+        try:
+            inputs = self.prepare_inputs([r.messages for r in requests])
+        except Exception as err:
+            for request in requests:
+                if request.sink is not None:
+                    request.sink(("error", err))
+            raise
+        generate_batch(self.model, self.processor.tokenizer, inputs, requests)
+
     def stream(self, messages: list[dict] | str, **gen: Any) -> Iterator[str]:
         """Yield the reply in pieces as it is generated (joined, they are `chat`'s reply)."""
         settings = GenerationSettings.from_kwargs(**gen)

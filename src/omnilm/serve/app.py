@@ -17,11 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from omnilm.chat import normalize_conversation
 from omnilm.errors import OmniError
 from omnilm.generation import GenerationRequest, GenerationSettings, PlainPrompt
+from omnilm.media_cache import MediaCache
 from omnilm.serve import tools as toolkit
 from omnilm.serve.auth import BodyLimitMiddleware, check_bearer
 from omnilm.serve.batching import BatchScheduler, QueueFullError
 from omnilm.serve.errors import APIError
-from omnilm.media_cache import MediaCache
 from omnilm.serve.media import MediaConverter
 from omnilm.serve.metrics import ServerMetrics
 from omnilm.serve.options import generation_settings, response_grammar
@@ -41,7 +41,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
     if settings.media_cache_mb > 0 and hasattr(getattr(lm, "model", None), "media_cache"):
         cache = lm.model.media_cache = MediaCache(max_bytes=int(settings.media_cache_mb * 2**20))
     scheduler = BatchScheduler(lm, max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
-                               max_queue=settings.max_queue)
+                               max_queue=settings.max_queue, mode=settings.batching)
     metrics = ServerMetrics(queue_depth=lambda: scheduler.queue_depth, media_cache=cache)
     scheduler.on_step = metrics.batch_size.observe
     converter = MediaConverter(settings, tuple(lm.modalities), lm.processor.layout.video_frames)
@@ -93,7 +93,7 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
 
     async def answer(messages, gen: GenerationSettings, body, shape, prefix: str):
         """Submit n choices, wait for the first event (errors while encoding still get a 4xx), then reply."""
-        requests = [GenerationRequest(messages, gen) for _ in range(body.n)]
+        requests = [GenerationRequest(messages, gen, choice=i) for i in range(body.n)]
         choices = Choices(requests, asyncio.get_running_loop().time() + settings.request_timeout, metrics)
         try:
             for request in requests:
