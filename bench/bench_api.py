@@ -202,7 +202,7 @@ def structured_output(url: str) -> dict:
             ok = isinstance(parsed, model)
             with lock:
                 results.append((ok, "" if ok else reply.choices[0].message.content or ""))
-        except Exception as err:  # a failure is the measurement here, not a crash
+        except (openai.OpenAIError, pydantic.ValidationError) as err:  # a failure is the measurement, not a crash
             with lock:
                 results.append((False, repr(err)[:200]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -93,3 +94,38 @@ def test_a_request_cancelled_mid_stream_leaves_the_batch(tiny_lm):
     finally:
         scheduler.close(timeout=120)
     assert event[:2] == ("done", "cancelled") and event[2]["completion_tokens"] < 500
+
+
+def test_shaped_rows_give_the_same_answers_in_both_modes(tiny_lm):
+    from omnilm.grammar import Grammar
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["n"],
+              "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}}}
+    gens = [{"max_new_tokens": 24, "grammar": Grammar.json(schema)},
+            {"max_new_tokens": 6, "logprobs": True, "top_logprobs": 2, "presence_penalty": 1.0,
+             "frequency_penalty": 0.5, "logit_bias": {7: 2.0}}]
+    answers = {}
+    for mode in ("request", "continuous"):
+        scheduler = BatchScheduler(tiny_lm, batch_wait_ms=0, mode=mode)
+        try:
+            streams = []
+            for gen in gens:
+                events: queue.Queue = queue.Queue()
+                scheduler.submit(GenerationRequest(SHORT, GenerationSettings(**gen), events.put))
+                streams.append(events)
+            answers[mode] = [_all(events) for events in streams]
+        finally:
+            scheduler.close(timeout=120)
+    assert answers["request"] == answers["continuous"]
+    (text, _), (_, entries) = answers["continuous"]
+    assert 0 <= json.loads(text)["n"] <= 99
+    assert len(entries) == 6 and all(len(e["top_logprobs"]) == 2 for e in entries)
+
+
+def _all(events) -> tuple[str, list]:
+    text, entries = "", []
+    while (event := events.get(timeout=120))[0] == "delta":
+        text += event[1]
+        entries += event[2] if len(event) > 2 else []
+    assert event[0] == "done", event
+    return text, entries

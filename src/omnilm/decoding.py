@@ -63,7 +63,8 @@ class RowDecoding:
         llguidance.torch.fill_next_token_bitmask(self.matcher, bitmask, 0)
         if self.matcher.is_error():
             raise OmniError(f"constrained decoding failed: {self.matcher.get_error()}")
-        allowed = ((bitmask[0].unsqueeze(-1) >> BITS) & 1).bool().flatten()[:size]  # (V_tok,) one bit per token
+        size = min(size, scores.shape[0])  # the LM head and the tokenizer may count a few ids differently
+        allowed = ((bitmask[0].unsqueeze(-1) >> BITS) & 1).bool().flatten()[:size]  # (V,) one bit per token
         scores[:size].masked_fill_(~allowed.to(scores.device), float("-inf"))
         scores[size:] = float("-inf")  # logits beyond the tokenizer's vocabulary (padding rows of the LM head)
 

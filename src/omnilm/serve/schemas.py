@@ -33,6 +33,7 @@ class ChatMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # a tool message: the call it answers
     refusal: str | None = None  # echoed back by clients in assistant turns; must be empty
+    parsed: Any = None  # an echoed `parse()` reply's object: the same as its content, which is what is read
 
 
 class StreamOptions(BaseModel):

@@ -71,6 +71,9 @@ def forced_grammar(body: ChatCompletionRequest, tokenizer) -> Grammar | None:
 def template_messages(messages: list[dict], body: ChatCompletionRequest) -> list[dict]:
     """Carry tool calls and tool results into the messages the template sees (arguments as mappings)."""
     for index, (message, given) in enumerate(zip(messages, body.messages, strict=True)):
+        if given.refusal:
+            raise APIError(400, f"messages[{index}].refusal: omnilm does not read refusals back; send the turn's "
+                                "text as content", param=f"messages[{index}].refusal")
         if given.tool_calls:
             message["tool_calls"] = [{"id": c.id, "type": "function", "function": {
                 "name": c.function.name, "arguments": _arguments(c.function.arguments, index)}}
