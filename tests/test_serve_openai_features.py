@@ -74,6 +74,9 @@ def test_an_unsupported_field_is_a_400_naming_it(client, field, value):
 @pytest.mark.parametrize("kwargs, param", [
     ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs
     ({"logit_bias": {"abc": 3}}, "logit_bias"),
+    ({"logit_bias": {"999999": 3}}, "logit_bias"),  # not a token of this model
+    ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
+    ({"messages": [{"role": "user", "content": "hi", "name": "ada"}]}, "messages[0].name"),
     ({"presence_penalty": 3}, "presence_penalty"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "wrong"}}}},
      "response_format.json_schema.schema"),

@@ -68,7 +68,8 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
         tools = toolkit.check_tools(body, lm.processor.tokenizer.chat_template)
         grammar = toolkit.forced_grammar(body, lm.processor.tokenizer) or response_grammar(body.response_format)
         gen = generation_settings(body, settings, max_tokens=body.max_completion_tokens or body.max_tokens,
-                                  logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0, grammar=grammar)
+                                  logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0, grammar=grammar,
+                                  vocab_size=len(lm.processor.tokenizer))
         messages = toolkit.template_messages(await run_in_threadpool(converter.messages, body.messages), body)
         try:
             conversation = normalize_conversation(messages, lm.processor.layout.placeholders)
@@ -87,7 +88,8 @@ def create_app(lm, settings: ServeSettings | None = None) -> FastAPI:
             raise APIError(400, "best_of: omnilm does not re-rank candidates; drop best_of or set it to n",
                            param="best_of")
         gen = generation_settings(body, settings, max_tokens=body.max_tokens, logprobs=body.logprobs is not None,
-                                  top_logprobs=body.logprobs or 0, grammar=None)
+                                  top_logprobs=body.logprobs or 0, grammar=None,
+                                  vocab_size=len(lm.processor.tokenizer))
         shape = CompletionShape(logprobs=body.logprobs is not None)
         return await answer(PlainPrompt(prompts[0]), gen, body, shape, "cmpl")
 

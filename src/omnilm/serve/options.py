@@ -11,13 +11,18 @@ from omnilm.serve.settings import ServeSettings
 
 
 def generation_settings(body: Sampling, settings: ServeSettings, *, max_tokens: int | None, logprobs: bool,
-                        top_logprobs: int, grammar: Grammar | None) -> GenerationSettings:
+                        top_logprobs: int, grammar: Grammar | None, vocab_size: int) -> GenerationSettings:
     """The settings of one choice; a value generation refuses is a 400 naming the request's field."""
+    if body.stream_options is not None and not body.stream:
+        raise APIError(400, "stream_options is only read with stream: true", param="stream_options")
     max_tokens = max_tokens or settings.default_max_tokens
     if max_tokens > settings.max_tokens:
         raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}",
                        param="max_tokens")
     bias = {int(token): value for token, value in (body.logit_bias or {}).items()}
+    if any(token >= vocab_size for token in bias):
+        raise APIError(400, f"logit_bias names token {max(bias)}; this model's token ids are 0..{vocab_size - 1}",
+                       param="logit_bias")
     try:
         return GenerationSettings.from_kwargs(
             max_new_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, stop=body.stop,

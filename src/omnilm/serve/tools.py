@@ -83,8 +83,11 @@ def template_messages(messages: list[dict], body: ChatCompletionRequest) -> list
                 raise APIError(400, f"messages[{index}]: a message with role 'tool' answers a call: give its "
                                     "tool_call_id", param=f"messages[{index}].tool_call_id")
             message["tool_call_id"] = given.tool_call_id
+        if given.name and given.role != "tool":
+            raise APIError(400, f"messages[{index}].name: chat templates do not show participant names; put the "
+                                "name in the content", param=f"messages[{index}].name")
         if given.name:
-            message["name"] = given.name
+            message["name"] = given.name  # a tool result's function name
     return messages
 
 
