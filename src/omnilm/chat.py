@@ -46,7 +46,8 @@ def normalize_conversation(
         if message["role"] not in ROLES:
             raise OmniError(f"message {index}: role {message['role']!r} is not one of {ROLES}")
         text = _content_text(message["content"], placeholders, from_parts, index)
-        messages.append({"role": message["role"], "content": text, **{k: message[k] for k in TOOL_KEYS if k in message}})
+        extra = {k: message[k] for k in TOOL_KEYS if k in message}
+        messages.append({"role": message["role"], "content": text, **extra})
     if any(from_parts.values()) and any(given.values()):
         raise OmniError("give media either as content parts or as images=/audios=/videos=, not both")
     queues = {m: (from_parts[m] or given[m]) for m in given}

@@ -145,7 +145,8 @@ async def reply(choices: Choices, shape, meta: dict, first: tuple[int, tuple]) -
                 break
         index, event = await choices.next_or_raise()
     out = [shape.choice(i, "".join(texts[i]), entries[i], done[i][1]) for i in range(n)]
-    return {**meta, "object": shape.object, "system_fingerprint": None, "choices": out, "usage": total_usage([done[i][2] for i in range(n)])}
+    return {**meta, "object": shape.object, "system_fingerprint": None, "choices": out,
+            "usage": total_usage([done[i][2] for i in range(n)])}
 
 
 async def stream(choices: Choices, shape, meta: dict, first: tuple[int, tuple], include_usage: bool):
