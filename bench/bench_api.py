@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import random
 import statistics
@@ -25,6 +26,7 @@ import time
 
 import torch
 
+logger = logging.getLogger(__name__)
 QWEN = "pkg:qwen2.5-0.5b-instruct"
 CLIENTS = 16
 STRUCTURED_REQUESTS = 50
@@ -292,12 +294,16 @@ def run() -> dict:
     text_lm, vision_lm, name = _models()
     out = {"model": name, "note": "2 shared CPU cores: absolute speeds are noisy, compare figures within a section"}
     out["grammar_libraries"] = grammar_libraries(text_lm.processor.tokenizer)
+    logger.info("grammar libraries: %s", out["grammar_libraries"])
     out["constrained_cost"] = constrained_cost(text_lm)
+    logger.info("constrained decoding: %s", out["constrained_cost"])
     with BackgroundServer(create_app(vision_lm, ServeSettings(max_batch_size=CLIENTS, request_timeout=1800))) as s:
         out["structured_output"] = structured_output(s.url)
+    logger.info("structured output: %s", out["structured_output"])
     out["latency"] = latency(text_lm, rate=8.0 if tiny else 0.75, per_client=4 if tiny else 2)
     return out
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(json.dumps(run(), indent=2))
