@@ -9,7 +9,8 @@ Sections, each beside its reference in the same run:
   (no trained quickstart model exists here): the images are noise to the LLM, the grammar still holds.
 - latency: 16 clients with Poisson arrivals, continuous vs request-level batching, rounds interleaved in one
   run (target: p95 at least 30% lower, same throughput or better, 0 errors).
-`OMNILM_BENCH_TINY=1` runs everything on the tiny random model instead (seconds; figures measure the server).
+`OMNILM_BENCH_TINY=1` runs everything on the tiny random model instead (seconds; figures measure the server);
+`OMNILM_BENCH_PARTS=structured_output,latency` runs only those parts.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 logger = logging.getLogger(__name__)
 QWEN = "pkg:qwen2.5-0.5b-instruct"
 CLIENTS = 16
+PARTS = ("grammar_libraries", "constrained_cost", "structured_output", "latency")  # OMNILM_BENCH_PARTS=a,b: some
 STRUCTURED_REQUESTS = 50
 
 
@@ -55,7 +57,7 @@ def _image_url(seed: int) -> str:
 
     rng = random.Random(seed)
     image: Image.Image = shape_image(rng.choice(["circle", "square", "triangle"]),
-                                     rng.choice(["red", "green", "blue", "yellow"]), size=64)
+                                     rng.choice(["red", "green", "blue", "yellow"]), size=64, box=(12, 12, 52, 52))
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -132,32 +134,40 @@ def _outlines(tokenizer, target: list[int]) -> dict:
 
 # Constrained decoding cost ------------------------------------------------------------------------------
 def constrained_cost(lm, rounds: int = 3) -> dict:
-    """Tokens/s of a JSON-schema answer vs a free answer, greedy, rounds interleaved (same prompt length)."""
+    """Decode time per token after the first, JSON-schema answer vs a free answer of the same length, greedy,
+    rounds interleaved (prefill excluded: the grammar acts per decoded token)."""
+    from omnilm.generation import GenerationRequest, GenerationSettings, generate_batch
     from omnilm.grammar import Grammar
 
     schema = {"type": "object", "additionalProperties": False, "required": ["people"],
-              "properties": {"people": {"type": "array", "minItems": 8, "items": {
-                  "type": "object", "additionalProperties": False, "required": ["name", "age"],
-                  "properties": {"name": {"type": "string", "maxLength": 16}, "age": {"type": "integer"}}}}}}
-    prompt = "List eight famous scientists with their age at death, as JSON."
+              "properties": {"people": {"type": "array", "minItems": 6, "maxItems": 6, "items": {
+                  "type": "object", "additionalProperties": False, "required": ["name", "field", "born"],
+                  "properties": {"name": {"type": "string", "maxLength": 24}, "field": {"type": "string",
+                                 "maxLength": 24}, "born": {"type": "integer", "minimum": 1000, "maximum": 2024}}}}}}
+    prompt = "List six famous scientists with their field and year of birth, as JSON."
     grammar = Grammar.json(schema)
-    free, constrained = [], []
-    lm.chat(prompt, max_new_tokens=4, grammar=grammar)  # warm-up (and llguidance's tokenizer view, once)
-    for _ in range(rounds):
-        for target, extra in ((free, {"ignore_eos": True}), (constrained, {"grammar": grammar})):
-            events: list = []
-            from omnilm.generation import GenerationRequest, GenerationSettings, generate_batch
 
-            request = GenerationRequest(prompt, GenerationSettings(max_new_tokens=96, **extra), events.append)
-            start = time.perf_counter()
-            generate_batch(lm.model, lm.processor.tokenizer, lm.prepare_inputs([prompt]), [request])
-            seconds = time.perf_counter() - start
-            target.append(events[-1][2]["completion_tokens"] / seconds)
-    free_s, constrained_s = statistics.median(free), statistics.median(constrained)
+    def decode(**gen) -> tuple[float, int]:
+        times: list[tuple[str, float, tuple]] = []
+        request = GenerationRequest(prompt, GenerationSettings(**gen),
+                                    lambda e: times.append((e[0], time.perf_counter(), e)))
+        generate_batch(lm.model, lm.processor.tokenizer, lm.prepare_inputs([prompt]), [request])
+        first = next(t for kind, t, _ in times if kind == "delta")
+        tokens = times[-1][2][2]["completion_tokens"]
+        return (times[-1][1] - first) / max(1, tokens - 1), tokens
+
+    decode(max_new_tokens=4, grammar=grammar)  # warm-up (and llguidance's tokenizer view, once)
+    free, constrained, lengths = [], [], []
+    for _ in range(rounds):
+        per_token, tokens = decode(max_new_tokens=200, grammar=grammar)
+        constrained.append(per_token)
+        lengths.append(tokens)
+        free.append(decode(max_new_tokens=tokens, ignore_eos=True)[0])
+    free_s, constrained_s = 1 / statistics.median(free), 1 / statistics.median(constrained)
     cost = 1 - constrained_s / free_s
     return {"free_tokens_per_s": round(free_s, 2), "constrained_tokens_per_s": round(constrained_s, 2),
             "cost": round(cost, 3), "target_cost": 0.20, "meets_target": cost <= 0.20, "rounds": rounds,
-            "note": "per-request wall time incl. prefill; the grammar answer ends on its own, the free one at 96"}
+            "answer_tokens": lengths}
 
 
 # Structured output through the official client ----------------------------------------------------------
@@ -191,22 +201,23 @@ def structured_output(url: str) -> dict:
     results: list[tuple[bool, str]] = []
     lock = threading.Lock()
 
+    images = {i: _image_url(i) for i in range(0, STRUCTURED_REQUESTS, 3)}
+
     def one(i: int) -> None:
         model, question = tasks[i % len(tasks)]
         content: list[dict] = [{"type": "text", "text": question}]
-        if i % 3 == 0:
-            content.insert(0, {"type": "image_url", "image_url": {"url": _image_url(i)}})
-        try:
+        if i in images:
+            content.insert(0, {"type": "image_url", "image_url": {"url": images[i]}})
+        try:  # no max_tokens, as parse() users write it: the server's default budget (256)
             reply = client.chat.completions.parse(model="m", messages=[{"role": "user", "content": content}],
-                                                  response_format=model, max_tokens=120,
-                                                  temperature=0.7 if i % 2 else 0, seed=i)
-            parsed = reply.choices[0].message.parsed
-            ok = isinstance(parsed, model)
-            with lock:
-                results.append((ok, "" if ok else reply.choices[0].message.content or ""))
+                                                  response_format=model, temperature=0.7 if i % 2 else 0, seed=i)
+            ok, note = isinstance(reply.choices[0].message.parsed, model), reply.choices[0].message.content
+        except openai.LengthFinishReasonError as err:
+            ok, note = False, f"length: {err.completion.choices[0].message.content}"
         except (openai.OpenAIError, pydantic.ValidationError) as err:  # a failure is the measurement, not a crash
-            with lock:
-                results.append((False, repr(err)[:200]))
+            ok, note = False, repr(err)
+        with lock:
+            results.append((ok, (note or "")[:300]))
 
     start = time.perf_counter()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(STRUCTURED_REQUESTS)]
@@ -291,16 +302,22 @@ def run() -> dict:
     from omnilm.serve.background import BackgroundServer
 
     tiny = bool(os.environ.get("OMNILM_BENCH_TINY"))
+    only = set(filter(None, os.environ.get("OMNILM_BENCH_PARTS", "").split(","))) or set(PARTS)
     text_lm, vision_lm, name = _models()
     out = {"model": name, "note": "2 shared CPU cores: absolute speeds are noisy, compare figures within a section"}
-    out["grammar_libraries"] = grammar_libraries(text_lm.processor.tokenizer)
-    logger.info("grammar libraries: %s", out["grammar_libraries"])
-    out["constrained_cost"] = constrained_cost(text_lm)
-    logger.info("constrained decoding: %s", out["constrained_cost"])
-    with BackgroundServer(create_app(vision_lm, ServeSettings(max_batch_size=CLIENTS, request_timeout=1800))) as s:
-        out["structured_output"] = structured_output(s.url)
-    logger.info("structured output: %s", out["structured_output"])
-    out["latency"] = latency(text_lm, rate=8.0 if tiny else 0.75, per_client=4 if tiny else 2)
+    if "grammar_libraries" in only:
+        out["grammar_libraries"] = grammar_libraries(text_lm.processor.tokenizer)
+    if "constrained_cost" in only:
+        out["constrained_cost"] = constrained_cost(text_lm)
+    if "structured_output" in only:
+        settings = ServeSettings(max_batch_size=CLIENTS, request_timeout=1800)
+        with BackgroundServer(create_app(vision_lm, settings)) as server:
+            out["structured_output"] = structured_output(server.url)
+    if "latency" in only:
+        out["latency"] = latency(text_lm, rate=8.0 if tiny else 0.75, per_client=4 if tiny else 2)
+    for part in PARTS:
+        if part in out:
+            logger.info("%s: %s", part, json.dumps(out[part])[:2000])
     return out
 
 
