@@ -75,7 +75,10 @@ def grammar_libraries(tokenizer) -> dict:
                                           "ok": True}, separators=(",", ":")))
     out = {"answer_tokens": len(target)}
     out["llguidance"] = _llguidance(tokenizer, target)
-    out["outlines-core"] = _outlines(tokenizer, target)
+    try:
+        out["outlines-core"] = _outlines(tokenizer, target)
+    except ImportError:
+        out["outlines-core"] = "not installed (pip install outlines-core to compare)"
     try:
         from lmformatenforcer.integrations.transformers import build_token_enforcer_tokenizer_data  # noqa: F401
 
