@@ -129,3 +129,21 @@ def _all(events) -> tuple[str, list]:
         entries += event[2] if len(event) > 2 else []
     assert event[0] == "done", event
     return text, entries
+
+
+def test_an_engine_without_steps_gets_request_level_batches_through_generate_requests():
+    class Engine:  # the seam a llama.cpp engine fills: generate a batch, stream each row to its sink
+        batches: list[int] = []
+
+        def generate_requests(self, requests):
+            self.batches.append(len(requests))
+            for request in requests:
+                request.sink(("delta", "hi"))
+                request.sink(("done", "stop", {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}))
+
+    engine = Engine()
+    scheduler = BatchScheduler(engine, batch_wait_ms=100)
+    streams = [submit(scheduler, SHORT, max_new_tokens=2) for _ in range(3)]
+    scheduler.close(timeout=30)
+    assert not scheduler.continuous and engine.batches == [3]
+    assert all(finish(events)[0] == "hi" for events in streams)

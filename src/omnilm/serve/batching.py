@@ -19,6 +19,7 @@ import threading
 import time
 
 from omnilm.generation import GenerationRequest, PlainPrompt, generate_batch, usage
+from omnilm.lm import OmniLM
 from omnilm.serve.continuous import StepBatch, step_wise_model, step_wise_request
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class BatchScheduler:
 
     def _run(self, batch: list[GenerationRequest]) -> None:
         lm = self.lm
-        if not hasattr(lm, "prepare_inputs"):  # an engine that generates its own batches (llama.cpp)
+        if not isinstance(lm, OmniLM):  # another engine generates its own batches (llama.cpp: lm.generate_requests)
             self._count(batch)
             try:
                 lm.generate_requests(batch)
