@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train", "bench_voice", "bench_data")
+SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train", "bench_voice", "bench_data",
+            "bench_api")
 HERE = Path(__file__).resolve().parent
 
 

@@ -93,7 +93,7 @@ def test_scheduler_batches_isolates_bad_requests_and_drains_on_close(lm):
 
 
 def test_requests_with_other_sampling_settings_wait_for_their_own_batch(lm):
-    scheduler = BatchScheduler(lm, max_batch_size=8, batch_wait_ms=200)
+    scheduler = BatchScheduler(lm, max_batch_size=8, batch_wait_ms=200, mode="request")
     greedy = [collect(max_new_tokens=2) for _ in range(2)]
     sampled = [collect(max_new_tokens=2, temperature=0.7, seed=1) for _ in range(2)]
     for request, _ in [greedy[0], sampled[0], greedy[1], sampled[1]]:

@@ -9,7 +9,8 @@ from typing import Any
 
 from omnilm.errors import OmniError, PlaceholderMismatchError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")  # tool: a function's result, answering an assistant's tool call
+TOOL_KEYS = ("tool_calls", "tool_call_id", "name")  # passed through to the chat template as they are
 PART_TYPES = {"text": "text", "image": "image", "image_url": "image", "audio": "audio", "input_audio": "audio",
               "video": "video", "video_url": "video"}  # a content part's type → what it carries
 
@@ -18,6 +19,7 @@ PART_TYPES = {"text": "text", "image": "image", "image_url": "image", "audio": "
 class Conversation:
     messages: list[dict[str, str]]  # {"role", "content"}: content is text with placeholders
     media: list[tuple[str, Any]] = field(default_factory=list)  # (modality, item) in order of appearance
+    tools: list[dict] | None = None  # OpenAI-style function tools, rendered by the chat template
 
 
 def normalize_conversation(
@@ -44,7 +46,8 @@ def normalize_conversation(
         if message["role"] not in ROLES:
             raise OmniError(f"message {index}: role {message['role']!r} is not one of {ROLES}")
         text = _content_text(message["content"], placeholders, from_parts, index)
-        messages.append({"role": message["role"], "content": text})
+        extra = {k: message[k] for k in TOOL_KEYS if k in message}
+        messages.append({"role": message["role"], "content": text, **extra})
     if any(from_parts.values()) and any(given.values()):
         raise OmniError("give media either as content parts or as images=/audios=/videos=, not both")
     queues = {m: (from_parts[m] or given[m]) for m in given}

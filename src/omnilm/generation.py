@@ -18,9 +18,14 @@ from typing import Any
 import torch
 
 from omnilm.configkit import check_fields, require
+from omnilm.decoding import RowDecoding, RowLogits
 from omnilm.errors import OmniError
+from omnilm.grammar import Grammar
 
-Sink = Callable[[tuple], None]  # receives ("delta", text) · ("done", finish_reason, usage) · ("error", exc)
+# A sink receives ("delta", text[, logprob entries]) · ("done", finish_reason, usage) · ("error", exc)
+Sink = Callable[[tuple], None]
+PER_ROW = {"logprobs": False, "top_logprobs": 0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+           "logit_bias": (), "grammar": None}  # shaped per row (omnilm.decoding): rows differing here share a batch
 
 
 @dataclass(frozen=True)
@@ -39,10 +44,18 @@ class GenerationSettings:
     min_new_tokens: int | None = None
     ignore_eos: bool = False  # never end at end-of-sequence: generate exactly max_new_tokens (benchmarks)
     use_cache: bool = True
+    logprobs: bool = False  # record each generated token's log-probability (OpenAI's logprobs)
+    top_logprobs: int = 0  # and the k most likely tokens at each step (0-20; needs logprobs)
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already generated (-2..2)
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per earlier occurrence (-2..2)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias -100..100) added to the logits
+    grammar: Grammar | None = None  # the answer must match it (omnilm.grammar: JSON schema, JSON, Lark)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
+        if isinstance(self.logit_bias, dict):
+            object.__setattr__(self, "logit_bias", tuple(sorted(self.logit_bias.items())))
         check_fields(self, "generation")  # types, named: generation.temperature: expected a number, got 'hot'
         for name in ("max_new_tokens", "num_beams", "top_k"):
             value = getattr(self, name)
@@ -54,6 +67,17 @@ class GenerationSettings:
         require(self.repetition_penalty is None or self.repetition_penalty > 0, "generation.repetition_penalty",
                 f"must be > 0, got {self.repetition_penalty}")
         require(all(self.stop), "generation.stop", "stop strings must not be empty")
+        require(0 <= self.top_logprobs <= 20, "generation.top_logprobs", f"must be in 0..20, got {self.top_logprobs}")
+        require(self.logprobs or not self.top_logprobs, "generation.top_logprobs", "needs logprobs=True")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            require(-2 <= value <= 2, f"generation.{name}", f"must be in -2..2, got {value}")
+        for token, bias in self.logit_bias:
+            require(token >= 0 and -100 <= bias <= 100, "generation.logit_bias",
+                    f"token ids are >= 0 and biases in -100..100, got {token}: {bias}")
+        shaped = [name for name, default in PER_ROW.items() if getattr(self, name) != default]
+        require(self.num_beams == 1 or not shaped, "generation.num_beams",
+                f"beam search cannot be combined with {', '.join(shaped)}; use num_beams=1")
         require(self.min_new_tokens is None or self.min_new_tokens <= self.max_new_tokens, "generation.min_new_tokens",
                 f"{self.min_new_tokens} is more than max_new_tokens={self.max_new_tokens}; lower min_new_tokens or "
                 "raise max_new_tokens")
@@ -96,7 +120,7 @@ class GenerationSettings:
     def sampling_key(self) -> GenerationSettings:
         """Settings with equal keys can share one `generate` call (budgets and stop strings are per row)."""
         unused = {} if self.sampling else {"top_p": 1.0, "top_k": None, "seed": None}  # greedy ignores these
-        return dataclasses.replace(self, max_new_tokens=1, stop=(), **unused)
+        return dataclasses.replace(self, max_new_tokens=1, stop=(), **unused, **PER_ROW)
 
     def generation_config(self, *, eos_ids: list[int], pad_token_id: int | None, max_new_tokens: int | None = None):
         """The transformers GenerationConfig (None values are filled in from the LLM's generation_config)."""
@@ -128,6 +152,14 @@ class GenerationRequest:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     sink: Sink | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    choice: int = 0  # which of a request's n choices (seeded rows sample their own stream per choice)
+
+
+@dataclass(frozen=True)
+class PlainPrompt:
+    """A prompt given to the LLM as it is, without the chat template (`/v1/completions`)."""
+
+    text: str
 
 
 def generate_batch(model, tokenizer, inputs: dict[str, torch.Tensor], requests: list[GenerationRequest]) -> list[str]:
@@ -140,7 +172,14 @@ def generate_batch(model, tokenizer, inputs: dict[str, torch.Tensor], requests: 
     settings = requests[0].settings
     eos = model.llm.generation_config.eos_token_id
     eos = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
-    rows = RowTracker(requests, tokenizer, eos, inputs["attention_mask"].sum(dim=1).tolist())
+    try:
+        rows = RowTracker(requests, tokenizer, eos, inputs["attention_mask"].sum(dim=1).tolist())
+    except BaseException as err:  # a row's grammar could not start: no row has begun
+        for request in requests:
+            if request.sink is not None:
+                request.sink(("error", err))
+        raise
+    shaping = [RowLogits(rows.rows)] if any(row.decoding is not None for row in rows.rows) else []
     try:
         config = settings.generation_config(eos_ids=sorted(eos), pad_token_id=tokenizer.pad_token_id,
                                             max_new_tokens=max(r.settings.max_new_tokens for r in requests))
@@ -148,7 +187,7 @@ def generate_batch(model, tokenizer, inputs: dict[str, torch.Tensor], requests: 
             torch.manual_seed(settings.seed)
         with torch.no_grad():
             if settings.num_beams == 1:
-                model.generate(**inputs, generation_config=config, stopping_criteria=[rows])
+                model.generate(**inputs, generation_config=config, stopping_criteria=[rows], logits_processor=shaping)
             else:  # beams are ranked at the end: read the winners through the rows afterwards
                 config.stop_strings = list(settings.stop) or None
                 new_tokens = model.generate(**inputs, generation_config=config, tokenizer=tokenizer)  # (B, N_new)
@@ -166,7 +205,7 @@ class RowTracker:
     """A stopping criterion called by `generate` after each step: streams rows' new text, says which are done."""
 
     def __init__(self, requests: list[GenerationRequest], tokenizer, eos_ids: set[int], prompt_lengths: list[int]):
-        self.rows = [_Row(r, tokenizer, p) for r, p in zip(requests, prompt_lengths, strict=True)]
+        self.rows = [Row(r, tokenizer, p) for r, p in zip(requests, prompt_lengths, strict=True)]
         self.eos_ids = eos_ids
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
@@ -188,7 +227,7 @@ class RowTracker:
                 row.emit(("error", err))
 
 
-class _Row:
+class Row:
     """One request's generated tokens, its text, and how much of that text has been sent."""
 
     def __init__(self, request: GenerationRequest, tokenizer, prompt_tokens: int) -> None:
@@ -199,6 +238,8 @@ class _Row:
         self.sent = 0  # characters of it already streamed
         self.done = False
         self.hold = max((len(s) for s in self.stop), default=1) - 1  # a stop string may still be forming
+        self.decoding = RowDecoding(request.settings, tokenizer) if RowDecoding.needed(request.settings) else None
+        self.entries_sent = 0  # log-probability entries already streamed
 
     def add(self, token: int, is_eos: bool) -> None:
         if self.request.cancelled.is_set():
@@ -208,6 +249,10 @@ class _Row:
             self.finish("stop", count=1)
             return
         self.tokens.append(token)
+        complete = self.decoding is not None and self.decoding.accept(token)  # the grammar allows only the end
+        if complete:
+            self.finish("stop")
+            return
         if not self.stop and self.request.sink is None:  # nothing to cut or stream: decode once, at the end
             if len(self.tokens) >= self.max_new_tokens:
                 self.finish("length")
@@ -232,16 +277,19 @@ class _Row:
         if self.request.sink is not None:
             self.request.sink(event)
 
-    def _send(self, text: str) -> None:
-        if len(text) > self.sent:
-            self.emit(("delta", text[self.sent:]))
-            self.sent = len(text)
+    def _send(self, text: str, *, last: bool = False) -> None:
+        entries = self.decoding.entries[self.entries_sent:] if self.decoding is not None else []
+        if len(text) > self.sent or (last and entries):
+            self.emit(("delta", text[self.sent:], entries) if entries else ("delta", text[self.sent:]))
+            self.sent, self.entries_sent = len(text), self.entries_sent + len(entries)
         self.text = text
 
     def finish(self, reason: str, count: int = 0, *, flush: bool = True) -> None:
         """End the row; `flush` sends text held back for stop strings; `count` adds an EOS to usage."""
         if flush and reason != "cancelled":
-            self._send(self.decode())
+            self._send(self.decode(), last=True)
+        elif reason != "cancelled":
+            self._send(self.text, last=True)
         self.done = True
         self.emit(("done", reason, usage(self.prompt_tokens, len(self.tokens) + count)))
 

@@ -15,7 +15,7 @@ from omnilm.chat import Conversation, normalize_conversation
 from omnilm.checkpoint import OMNI_KIND, checkpoint_kind, is_checkpoint, load_checkpoint, save_checkpoint
 from omnilm.config import LLMConfig, OmniConfig
 from omnilm.errors import OmniError
-from omnilm.generation import GenerationRequest, GenerationSettings, generate_batch
+from omnilm.generation import GenerationRequest, GenerationSettings, PlainPrompt, generate_batch
 from omnilm.model import OmniModel
 from omnilm.processor import OmniProcessor
 from omnilm.sources import resolve_source
@@ -79,6 +79,18 @@ class OmniLM:
         inputs = self.prepare_inputs(conversations)
         return generate_batch(self.model, self.processor.tokenizer, inputs, requests)
 
+    def generate_requests(self, requests: list[GenerationRequest]) -> None:
+        """Generate a batch in one call, each row's events going to its `request.sink` (the engines' common
+        entry for request-level batching; `cancelled` is honoured). Errors reach the sinks, then propagate."""
+        try:
+            inputs = self.prepare_inputs([r.messages for r in requests])
+        except Exception as err:
+            for request in requests:
+                if request.sink is not None:
+                    request.sink(("error", err))
+            raise
+        generate_batch(self.model, self.processor.tokenizer, inputs, requests)
+
     def stream(self, messages: list[dict] | str, **gen: Any) -> Iterator[str]:
         """Yield the reply in pieces as it is generated (joined, they are `chat`'s reply)."""
         settings = GenerationSettings.from_kwargs(**gen)
@@ -108,7 +120,11 @@ class OmniLM:
 
     # Helpers ------------------------------------------------------------------------------------
     def prepare_inputs(self, conversations: list) -> dict[str, torch.Tensor]:
-        """Model inputs for a batch of conversations, on the model's device."""
+        """Model inputs for a batch of conversations (or of PlainPrompts: text only), on the model's device."""
+        if all(isinstance(c, PlainPrompt) for c in conversations):
+            inputs = self.processor.tokenizer([c.text for c in conversations], padding=True, padding_side="left",
+                                              return_tensors="pt")
+            return {k: inputs[k].to(self.model.device) for k in ("input_ids", "attention_mask")}
         placeholders = self.processor.layout.placeholders
         convs = [c if isinstance(c, Conversation) else normalize_conversation(c, placeholders) for c in conversations]
         inputs = self.processor(convs, add_generation_prompt=True, padding_side="left")

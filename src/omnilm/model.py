@@ -48,6 +48,7 @@ class OmniModel(nn.Module):
         self.vision = vision
         self.audio = audio
         self.placeholder_ids = dict(placeholder_ids)
+        self.media_cache = None  # an omnilm.media_cache.MediaCache: inference encodes each item once
         llm_width = llm.get_input_embeddings().embedding_dim
         head = llm.get_output_embeddings()
         if head is not None:  # generation's prefill feeds it hidden[:, -1:], a strided view: see _contiguous_input
@@ -124,7 +125,14 @@ class OmniModel(nn.Module):
         return cls(config, llm=llm, placeholder_ids=placeholder_ids, vision=vision, audio=audio)
 
     # Forward ------------------------------------------------------------------------------------
-    def encode_media(
+    def encode_media(self, **media: torch.Tensor | None) -> dict[str, list[torch.Tensor]]:
+        """`_encode_media`, through `media_cache` when one is set and no gradients are wanted."""
+        if self.media_cache is not None and not torch.is_grad_enabled():
+            weights = [p for name, p in self.named_parameters() if not name.startswith("llm.")]
+            return self.media_cache.encode(self._encode_media, media, weights=weights)
+        return self._encode_media(**media)
+
+    def _encode_media(
         self,
         pixel_values: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,

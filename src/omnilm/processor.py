@@ -165,7 +165,9 @@ class OmniProcessor:
         msgs = conv.messages
         if self.layout.system_prompt is not None and msgs[0]["role"] != "system":
             msgs = [{"role": "system", "content": self.layout.system_prompt}, *msgs]
-        render = self._apply_template
+        def render(messages: list[dict], add_prompt: bool) -> str:
+            return self._apply_template(messages, add_prompt, tools=conv.tools)
+
         full = render(msgs, add_generation_prompt and msgs[-1]["role"] != "assistant")
         if not mark_assistant:
             return [(full, False)]
@@ -180,10 +182,11 @@ class OmniProcessor:
         spans.append((full[pos:], False))
         return [s for s in spans if s[0]]
 
-    def _apply_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
+    def _apply_template(self, messages: list[dict], add_generation_prompt: bool, tools: list | None = None) -> str:
         if not messages:
             return ""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                  tools=tools)
 
     def _expand(self, spans: list[tuple[str, bool]], counts: list[int]) -> tuple[str, list[tuple[int, int]]]:
         """Replace the k-th placeholder by counts[k] copies; return the text and trainable char ranges."""

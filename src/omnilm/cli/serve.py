@@ -49,6 +49,11 @@ def register(subparsers) -> None:
     limits.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens allowed (default 1024)")
     limits.add_argument("--timeout", type=float, default=120.0, help="seconds per request, queueing included")
     limits.add_argument("--max-batch-size", type=int, default=16, help="requests generated together (default 16)")
+    limits.add_argument("--batching", choices=("continuous", "request"), default="continuous",
+                        help="continuous: a request joins the running batch at its next step (default); "
+                             "request: each batch runs to its end before the next starts")
+    limits.add_argument("--media-cache-mb", type=float, default=256.0,
+                        help="MiB of encoded images/clips kept by content hash (default 256; 0: off)")
     add_voice_flags(parser)
 
 

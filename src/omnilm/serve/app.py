@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -17,13 +16,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnilm.chat import normalize_conversation
 from omnilm.errors import OmniError
-from omnilm.generation import GenerationRequest, GenerationSettings
+from omnilm.generation import GenerationRequest, GenerationSettings, PlainPrompt
+from omnilm.media_cache import MediaCache
+from omnilm.serve import tools as toolkit
 from omnilm.serve.audio import add_voice
 from omnilm.serve.auth import BodyLimitMiddleware, check_bearer
 from omnilm.serve.batching import BatchScheduler, QueueFullError
 from omnilm.serve.errors import APIError
 from omnilm.serve.media import MediaConverter
-from omnilm.serve.schemas import ChatCompletionRequest
+from omnilm.serve.metrics import ServerMetrics
+from omnilm.serve.options import generation_settings, response_grammar
+from omnilm.serve.replies import ChatShape, Choices, CompletionShape, reply, stream
+from omnilm.serve.schemas import ChatCompletionRequest, CompletionRequest
 from omnilm.serve.settings import ServeSettings
 from omnilm.serve.voice import VoiceSettings
 from omnilm.serve.web import add_web_page
@@ -36,8 +40,13 @@ def create_app(lm, settings: ServeSettings | None = None, voice: VoiceSettings |
     speech recognizer and engine behind /v1/audio/* and spoken replies (default: the model's Whisper, espeak-ng)."""
     settings = settings or ServeSettings()
     model_id = settings.model_id or lm.name
+    cache = None
+    if settings.media_cache_mb > 0 and hasattr(getattr(lm, "model", None), "media_cache"):
+        cache = lm.model.media_cache = MediaCache(max_bytes=int(settings.media_cache_mb * 2**20))
     scheduler = BatchScheduler(lm, max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
-                               max_queue=settings.max_queue)
+                               max_queue=settings.max_queue, mode=settings.batching)
+    metrics = ServerMetrics(queue_depth=lambda: scheduler.queue_depth, media_cache=cache)
+    scheduler.on_step = metrics.batch_size.observe
     converter = MediaConverter(settings, tuple(lm.modalities), lm.processor.layout.video_frames)
 
     @contextlib.asynccontextmanager
@@ -49,6 +58,7 @@ def create_app(lm, settings: ServeSettings | None = None, voice: VoiceSettings |
     app, auth = api_app(settings, title="omnilm", model_id=model_id, modalities=tuple(lm.modalities),
                         closing=lambda: scheduler.closing, lifespan=lifespan)
     app.state.scheduler = scheduler  # for statistics (tests, benchmarks)
+    metrics.install(app, auth)
 
     @app.get("/v1/models/{name:path}", dependencies=auth)
     async def model(name: str) -> dict:
@@ -58,97 +68,56 @@ def create_app(lm, settings: ServeSettings | None = None, voice: VoiceSettings |
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: ChatCompletionRequest):
-        max_tokens = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
-        if max_tokens > settings.max_tokens:
-            raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}",
-                           param="max_tokens")
-        messages = await run_in_threadpool(converter.messages, body.messages)
+        tools = toolkit.check_tools(body, lm.processor.tokenizer.chat_template)
+        grammar = toolkit.forced_grammar(body, lm.processor.tokenizer) or response_grammar(body.response_format)
+        gen = generation_settings(body, settings, max_tokens=body.max_completion_tokens or body.max_tokens,
+                                  logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0, grammar=grammar,
+                                  vocab_size=len(lm.processor.tokenizer))
+        messages = toolkit.template_messages(await run_in_threadpool(converter.messages, body.messages), body)
         try:
-            normalize_conversation(messages, lm.processor.layout.placeholders)
+            conversation = normalize_conversation(messages, lm.processor.layout.placeholders)
         except OmniError as err:
             raise APIError(400, str(err), param="messages") from None
-        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        conversation.tools = tools
+        shape = ChatShape(tools=tools is not None, parallel=body.parallel_tool_calls, logprobs=body.logprobs)
+        return await answer(conversation, gen, body, shape, "chatcmpl")
 
-        def sink(event: tuple) -> None:
-            with contextlib.suppress(RuntimeError):  # the event loop is gone (server stopped)
-                loop.call_soon_threadsafe(events.put_nowait, event)
+    @app.post("/v1/completions", dependencies=auth)
+    async def completions(body: CompletionRequest):
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(prompts) != 1:
+            raise APIError(400, "prompt: send one prompt per request (a list of one string is fine)", param="prompt")
+        if body.best_of not in (None, body.n):
+            raise APIError(400, "best_of: omnilm does not re-rank candidates; drop best_of or set it to n",
+                           param="best_of")
+        gen = generation_settings(body, settings, max_tokens=body.max_tokens, logprobs=body.logprobs is not None,
+                                  top_logprobs=body.logprobs or 0, grammar=None,
+                                  vocab_size=len(lm.processor.tokenizer))
+        shape = CompletionShape(logprobs=body.logprobs is not None)
+        return await answer(PlainPrompt(prompts[0]), gen, body, shape, "cmpl")
 
-        gen = GenerationSettings.from_kwargs(max_new_tokens=max_tokens, temperature=body.temperature,
-                                             top_p=body.top_p, stop=body.stop, seed=body.seed,
-                                             ignore_eos=body.ignore_eos)
-        request = GenerationRequest(messages, gen, sink)
+    async def answer(messages, gen: GenerationSettings, body, shape, prefix: str):
+        """Submit n choices, wait for the first event (errors while encoding still get a 4xx), then reply."""
+        requests = [GenerationRequest(messages, gen, choice=i) for i in range(body.n)]
+        choices = Choices(requests, asyncio.get_running_loop().time() + settings.request_timeout, metrics)
         try:
-            scheduler.submit(request)
+            for request in requests:
+                scheduler.submit(request)
         except QueueFullError as err:
+            choices.cancel()
             raise APIError(429 if not scheduler.closing else 503, str(err)) from None
-        stream = _Events(events, request, loop.time() + settings.request_timeout)
-        meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
-        first = await stream.next_or_raise()  # errors found while encoding still get a 4xx status
+        meta = {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
+        first = await choices.next_or_raise()
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(first, stream, meta, include_usage), media_type="text/event-stream",
+            return StreamingResponse(stream(choices, shape, meta, first, include_usage),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        pieces, event = [], first
-        while event[0] == "delta":
-            pieces.append(event[1])
-            event = await stream.next_or_raise()
-        return {**meta, "object": "chat.completion", "system_fingerprint": None, "usage": event[2],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
-                             "logprobs": None, "finish_reason": event[1]}]}
+        return await reply(choices, shape, meta, first)
 
     add_voice(app, lm, settings, auth, voice)
     add_web_page(app, lm, model_id, auth_required=settings.api_key is not None)
     return app
-
-
-class _Events:
-    """The events of one request, with its deadline; cancels the request when abandoned or late."""
-
-    def __init__(self, queue: asyncio.Queue, request: GenerationRequest, deadline: float) -> None:
-        self.queue, self.request, self.deadline = queue, request, deadline
-
-    async def next_or_raise(self) -> tuple:
-        try:
-            async with asyncio.timeout_at(self.deadline):
-                event = await self.queue.get()
-        except TimeoutError:
-            self.request.cancelled.set()
-            raise APIError(408, "the request took longer than this server's timeout; ask for fewer tokens or "
-                                "retry when it is less busy") from None
-        except asyncio.CancelledError:  # the client went away
-            self.request.cancelled.set()
-            raise
-        if event[0] == "error":
-            err = event[1]
-            if isinstance(err, OmniError):
-                raise APIError(400, str(err), param="messages")
-            raise APIError(500, f"generation failed: {type(err).__name__}: {err}")
-        return event
-
-
-async def _sse(first: tuple, stream: _Events, meta: dict, include_usage: bool):
-    """Server-sent events: a role chunk, content chunks, a finish chunk, [usage chunk], `[DONE]`."""
-
-    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-        body = {**meta, "object": "chat.completion.chunk", "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
-        return f"data: {json.dumps(body)}\n\n"
-
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        event = first
-        while event[0] == "delta":
-            yield chunk({"content": event[1]})
-            event = await stream.next_or_raise()
-        yield chunk({}, event[1])
-        if include_usage:
-            usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": event[2]}
-            yield f"data: {json.dumps(usage)}\n\n"
-    except APIError as err:  # too late for a status code: report it in the stream
-        yield f"data: {json.dumps(err.body())}\n\n"
-    finally:
-        stream.request.cancelled.set()  # no-op when finished; stops generation if the client left
-    yield "data: [DONE]\n\n"
 
 
 def api_app(settings: ServeSettings, *, title: str, model_id: str, modalities: tuple[str, ...],
@@ -187,10 +156,16 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or 'body'}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or 'body'}: {_message(e)}" for e in err.errors())
         first = err.errors()[0]["loc"][1:2] if err.errors() else ()
         return APIError(400, f"invalid request: {problems}", param=str(first[0]) if first else None).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
         return APIError(err.status_code, str(err.detail)).response()
+
+
+def _message(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "omnilm does not support this field (it is refused rather than ignored); remove it"
+    return error["msg"]

@@ -10,6 +10,7 @@ from omnilm.configkit import check_fields, require
 API_KEY_ENV = "OMNILM_API_KEY"
 POSITIVE = ("max_body_bytes", "max_image_pixels", "max_audio_seconds", "max_video_frames", "max_tokens",
             "default_max_tokens", "request_timeout", "max_batch_size", "max_queue", "remote_timeout")
+BATCHING = ("continuous", "request")
 
 
 @dataclass
@@ -30,12 +31,15 @@ class ServeSettings:
     max_queue: int = 256  # waiting requests beyond this are refused with 429
     remote_timeout: float = 10.0  # seconds to fetch one remote media URL
     model_id: str | None = None  # name shown by /v1/models (default: the model's name)
+    media_cache_mb: float = 256.0  # encoder + connector outputs kept per image/clip hash (0: encode every time)
+    batching: str = "continuous"  # continuous: a request joins the running batch at the next step; request: per batch
 
     def __post_init__(self) -> None:
         check_fields(self)
         for name in POSITIVE:
             require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)!r}")
-        for name in ("max_media_items", "batch_wait_ms"):
+        require(self.batching in BATCHING, "batching", f"must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+        for name in ("max_media_items", "batch_wait_ms", "media_cache_mb"):
             require(getattr(self, name) >= 0, name, f"must not be negative, got {getattr(self, name)!r}")
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
         self.allowed_hosts = tuple(h.strip().lower().rstrip(".") for h in self.allowed_hosts if h.strip())
