@@ -71,6 +71,11 @@ def test_an_unsupported_field_is_a_400_naming_it(client, field, value):
     assert client.chat.completions.create(model="m", messages=user("hi"), max_tokens=2).choices  # still serving
 
 
+def test_text_only_modalities_are_taken_and_an_output_modality_omnilm_lacks_is_refused(client):
+    assert client.chat.completions.create(model="m", messages=user("hi"), max_tokens=2, modalities=["text"]).choices
+    refused(client, "modalities", modalities=["text", "image"])
+
+
 @pytest.mark.parametrize("kwargs, param", [
     ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs
     ({"logit_bias": {"abc": 3}}, "logit_bias"),

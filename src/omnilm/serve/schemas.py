@@ -133,6 +133,9 @@ class ChatCompletionRequest(Sampling):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True  # False: at most one call per answer
+    # ["text"] (what some clients always send); a spoken reply (["text", "audio"] + audio) is taken by the voice
+    # middleware (serve/spoken_chat.py) before the request reaches this schema
+    modalities: list[Literal["text"]] | None = None
 
 
 class CompletionRequest(Sampling):
