@@ -10,18 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-def _levenshtein(a: str, b: str) -> int:
-    """Character edit distance."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, start=1):
-        current = [i]
-        for j, char_b in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
+from omnilm.metrics.wer import edit_distance
 
 
 def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
@@ -33,6 +22,6 @@ def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> flo
     for answer in answers:
         expected = " ".join(answer.strip().lower().split())
         length = max(len(answer), len(prediction))
-        ratios.append(0.0 if length == 0 else _levenshtein(expected, predicted) / length)
+        ratios.append(0.0 if length == 0 else edit_distance(predicted, expected) / length)  # characters
     score = 1.0 - min(ratios)
     return 0.0 if score < threshold else score
