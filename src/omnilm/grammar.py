@@ -20,6 +20,7 @@ from omnilm.errors import ConfigError
 
 KINDS = ("json_schema", "json_object", "lark")
 ANY_OBJECT = {"type": "object"}
+NUMBER_LIMIT = 2**53 - 1  # the largest integer a JSON parser's double keeps exactly
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Grammar:
 
         if self.kind == "lark":
             return llguidance.LLMatcher.grammar_from_lark(self.source)
-        schema = ANY_OBJECT if self.kind == "json_object" else json.loads(self.source)
+        schema = ANY_OBJECT if self.kind == "json_object" else bounded_numbers(json.loads(self.source))
         return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
 
     def matcher(self, tokenizer) -> tuple[Any, int]:
@@ -60,6 +61,23 @@ class Grammar:
 
         ll = _ll_tokenizer(tokenizer)
         return llguidance.LLMatcher(ll, self._llguidance_grammar()), ll.vocab_size
+
+
+def bounded_numbers(schema: Any) -> Any:
+    """`schema` with every integer or number that has no bound given ±NUMBER_LIMIT: without one, a small model
+    can write "1000000…" until the token budget ends, and the answer never closes (the limit is far beyond
+    what a float keeps exactly, so no value a client could mean is lost)."""
+    if isinstance(schema, list):
+        return [bounded_numbers(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: bounded_numbers(value) for key, value in schema.items()}
+    if schema.get("type") in ("integer", "number"):
+        if not {"minimum", "exclusiveMinimum"} & schema.keys():
+            bounded["minimum"] = -NUMBER_LIMIT
+        if not {"maximum", "exclusiveMaximum"} & schema.keys():
+            bounded["maximum"] = NUMBER_LIMIT
+    return bounded
 
 
 def check_schema(schema: Any, field: str) -> None:
