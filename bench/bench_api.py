@@ -1,12 +1,13 @@
-"""The OpenAI API as clients use it (issue 21), on the packaged Qwen2.5-0.5B-Instruct (bf16) + DINOv2-S.
+"""The OpenAI API as clients use it (issue 21), on the trained quickstart model where one exists ($OMNILM_BENCH_MODEL,
+runs/quickstart/model), else the packaged Qwen2.5-0.5B-Instruct (bf16) + DINOv2-S with an untrained connector.
 
 Sections, each beside its reference in the same run:
 - grammar_libraries: per-token mask time and schema compile time of the grammar libraries that install here
   without CUDA, on Qwen's 151k-token vocabulary (why omnilm uses llguidance).
 - constrained_cost: decode tokens/s with a JSON-schema grammar vs free decoding, interleaved (target: ≤ 20%).
 - structured_output: 50 varied `client.chat.completions.parse(response_format=<pydantic model>)` requests
-  through the official client, a third with an image (target: 100% parsed). The vision connector is untrained
-  (no trained quickstart model exists here): the images are noise to the LLM, the grammar still holds.
+  through the official client, a third with an image (target: 100% parsed). Without the quickstart model the
+  vision connector is untrained: the images are noise to the LLM, the grammar still holds.
 - latency: 16 clients with Poisson arrivals, continuous vs request-level batching, rounds interleaved in one
   run (target: p95 at least 30% lower, same throughput or better, 0 errors).
 `OMNILM_BENCH_TINY=1` runs everything on the tiny random model instead (seconds; figures measure the server);
@@ -24,6 +25,7 @@ import random
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,6 +34,7 @@ QWEN = "pkg:qwen2.5-0.5b-instruct"
 CLIENTS = 16
 PARTS = ("grammar_libraries", "constrained_cost", "structured_output", "latency")  # OMNILM_BENCH_PARTS=a,b: some
 STRUCTURED_REQUESTS = 50
+QUICKSTART_MODELS = ("runs/quickstart/model", "/tmp/demo/runs/quickstart/model")  # $OMNILM_BENCH_MODEL first
 
 
 # Models -------------------------------------------------------------------------------------------------
@@ -44,6 +47,13 @@ def _models():
     if os.environ.get("OMNILM_BENCH_TINY"):
         lm = tiny_model(("image",))
         return lm, lm, "omnilm.testing.tiny_model(('image',)): random, measures the server only"
+    trained = next((Path(p) for p in (os.environ.get("OMNILM_BENCH_MODEL"), *QUICKSTART_MODELS)
+                    if p and (Path(p) / "omnilm.json").is_file()), None)
+    if trained is not None:  # the trained quickstart model, as the issue's targets name it
+        import omnilm
+
+        lm = omnilm.load(str(trained))
+        return lm, lm, f"the quickstart model {trained}"
     torch.manual_seed(0)
     vision = OmniLM.from_config(OmniConfig(llm=LLMConfig(source=QWEN, dtype="bfloat16"),
                                            vision=VisionConfig(source="pkg:dinov2-small", pooling="avg", pool_size=4)))
