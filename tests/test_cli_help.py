@@ -29,6 +29,7 @@ NOT_RUN = {
     ("train", None): "trains packaged models (minutes)",
     ("index", None): "needs a trained dual encoder and a photo folder",
     ("search", None): "needs an index built by `omnilm index`",
+    ("export", None): "needs a trained model (tests/test_llamacpp_cli.py exports a tiny one)",
 }
 
 

@@ -82,6 +82,11 @@ def _save_parts(model: OmniModel, processor: OmniProcessor, config: OmniConfig, 
         raise OmniError("merge the LoRA adapters first (omnilm.lora.merge_lora(model)) before a full save")
     model.llm.save_pretrained(staging / "llm")
     config.llm.source = "./llm"
+    save_media_parts(model, processor, config, staging)
+
+
+def save_media_parts(model: OmniModel, processor: OmniProcessor, config: OmniConfig, staging: Path) -> None:
+    """Write the vision tower and Whisper into `staging/vision`, `staging/audio`; repoint `config` at them."""
     if model.vision is not None:
         model.vision.tower.save_pretrained(staging / "vision")
         config.vision.source = "./vision"

@@ -85,10 +85,12 @@ class OmniModel(nn.Module):
         layout: MediaLayout | None = None,
         placeholder_ids: dict[str, int] | None = None,
         base_dir: str | Path | None = None,
+        llm: nn.Module | None = None,
     ) -> OmniModel:
         """Load each base part from its source and build fresh connectors.
 
         `layout` and `placeholder_ids` come from the processor; without them one is built to read them.
+        `llm` replaces the LLM named by config.llm (the llama.cpp engine passes a stand-in of its width).
         """
         import transformers
 
@@ -98,11 +100,12 @@ class OmniModel(nn.Module):
             processor = OmniProcessor.from_config(config, base_dir)
             layout, placeholder_ids = processor.layout, processor.placeholder_ids
 
-        llm = transformers.AutoModelForCausalLM.from_pretrained(
-            resolve_source(config.llm.source, base_dir),
-            dtype=torch_dtype(config.llm.dtype),
-            trust_remote_code=config.llm.trust_remote_code,
-        )
+        if llm is None:
+            llm = transformers.AutoModelForCausalLM.from_pretrained(
+                resolve_source(config.llm.source, base_dir),
+                dtype=torch_dtype(config.llm.dtype),
+                trust_remote_code=config.llm.trust_remote_code,
+            )
         vision = audio = None
         if config.vision is not None:
             v = config.vision

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import omnilm
-from omnilm.cli.common import add_command, add_generation_flags, generation_settings
+from omnilm.cli.common import add_command, add_engine_flags, add_generation_flags, generation_settings, load_model
 from omnilm.errors import OmniError
 
 EXAMPLE = """example:
@@ -27,12 +26,13 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="checkpoint directory, hub id or pkg: reference")
     parser.add_argument("--system", default=None, help="system prompt")
     add_generation_flags(parser)
+    add_engine_flags(parser)
 
 
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     gen = generation_settings(args).as_kwargs()
-    lm = omnilm.load(args.model, device=args.device)
+    lm = load_model(args)
     session = ChatSession(lm, system=args.system, gen=gen)
     stdout.write(f"omnilm chat · {lm.name} · takes text{''.join(', ' + m for m in lm.modalities)}\n{HELP}\n")
     while True:

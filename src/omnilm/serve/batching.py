@@ -101,6 +101,11 @@ class BatchScheduler:
 
     def _run(self, batch: list[GenerationRequest]) -> None:
         lm = self.lm
+        if getattr(lm, "engine", "torch") != "torch":  # the llama.cpp engine prepares and reports each request
+            self.batches += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
+            lm.generate_requests(batch)
+            return
         try:
             inputs = lm.prepare_inputs([r.messages for r in batch])
         except Exception as err:  # one bad conversation must not fail its neighbours: retry them one by one

@@ -1,0 +1,1 @@
+"""`omnilm export`: hand a model to another engine (formats: see omnilm.cli.export)."""
