@@ -90,9 +90,10 @@ def save_media_parts(model: OmniModel, processor: OmniProcessor, config: OmniCon
     if model.vision is not None:
         model.vision.tower.save_pretrained(staging / "vision")
         config.vision.source = "./vision"
-    whisper = processor.transcriber.whisper if processor.transcriber is not None else None
-    if whisper is not None:
-        whisper.save_pretrained(staging / "audio")
+    transcriber = processor.transcriber
+    if transcriber is not None:  # transcribe mode loads all three from the audio source
+        for part in (transcriber.whisper, transcriber.feature_extractor, transcriber.tokenizer):
+            part.save_pretrained(staging / "audio")
     elif model.audio is not None:  # embed mode keeps only the encoder: store it under Whisper's key names
         part = staging / "audio"
         model.audio.encoder.config.save_pretrained(part)

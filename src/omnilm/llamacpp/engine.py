@@ -17,7 +17,7 @@ from omnilm.chat import Conversation, normalize_conversation
 from omnilm.errors import OmniError
 from omnilm.generation import GenerationRequest, RowTracker
 from omnilm.llamacpp.native import Runtime
-from omnilm.llamacpp.prompt import Prompt, build_prompt, shared_prefix
+from omnilm.llamacpp.prompt import Prompt, build_prompts, shared_prefix
 from omnilm.llamacpp.sampling import RowSampler, check_supported
 from omnilm.lm import OmniLM
 
@@ -56,12 +56,14 @@ class LlamaCppLM(OmniLM):
         A request that cannot be prepared (bad media, unsupported setting) gets its own error; the others go on.
         Returns each request's text ("" for one that failed)."""
         with self._lock:
-            prepared = []
+            ready = []
             for request in requests:
                 try:
-                    prepared.append((request, self._prepare(request)))
+                    check_supported(request.settings)
+                    ready.append(request)
                 except Exception as err:  # noqa: BLE001 - reported to this request only
                     _send(request, ("error", err))
+            prepared = [(r, p) for r, p in zip(ready, self._prompts(ready), strict=True) if p is not None]
             texts = {}
             for start in range(0, len(prepared), self.runtime.n_seq):
                 chunk = prepared[start:start + self.runtime.n_seq]
@@ -89,18 +91,30 @@ class LlamaCppLM(OmniLM):
         self.runtime.close()
 
     # Steps --------------------------------------------------------------------------------------
-    def _prepare(self, request: GenerationRequest) -> Prompt:
-        """The request's prompt, once its settings are known to be supported and it fits the context."""
-        check_supported(request.settings)
+    def _prompts(self, requests: list[GenerationRequest]) -> list[Prompt | None]:
+        """Each request's prompt, encoded as one batch; a request that fails alone gets its error (and None)."""
+        if not requests:
+            return []
         placeholders = self.processor.layout.placeholders
-        messages = request.messages
-        conv = messages if isinstance(messages, Conversation) else normalize_conversation(messages, placeholders)
-        prompt = build_prompt(self.processor, self.model, conv)
-        budget = request.settings.max_new_tokens
-        if len(prompt) + budget > self.runtime.n_ctx:
-            raise OmniError(f"the prompt ({len(prompt)} tokens) plus max_new_tokens ({budget}) exceed the llama.cpp "
-                            f"context of {self.runtime.n_ctx}; lower max_new_tokens or load with a larger n_ctx")
-        return prompt
+        try:
+            convs = [r.messages if isinstance(r.messages, Conversation) else
+                     normalize_conversation(r.messages, placeholders) for r in requests]
+            prompts = build_prompts(self.processor, self.model, convs)
+        except Exception as err:  # noqa: BLE001 - find the bad one: the others must not fail with it
+            if len(requests) > 1:
+                return [p for r in requests for p in self._prompts([r])]
+            _send(requests[0], ("error", err))
+            return [None]
+        out: list[Prompt | None] = []
+        for request, prompt in zip(requests, prompts, strict=True):
+            budget = request.settings.max_new_tokens
+            if len(prompt) + budget > self.runtime.n_ctx:
+                _send(request, ("error", OmniError(
+                    f"the prompt ({len(prompt)} tokens) plus max_new_tokens ({budget}) exceed the llama.cpp context "
+                    f"of {self.runtime.n_ctx}; lower max_new_tokens or load with a larger n_ctx")))
+                prompt = None
+            out.append(prompt)
+        return out
 
     def _generate(self, chunk: list[tuple[GenerationRequest, Prompt]]) -> list[str]:
         requests = [r for r, _ in chunk]
@@ -114,11 +128,9 @@ class LlamaCppLM(OmniLM):
                 samplers.append(RowSampler(self.runtime.lc, request.settings, n_vocab=self.runtime.n_vocab,
                                            eos_ids=self.eos_ids, prompt_tokens=prompt.text_tokens,
                                            default_penalty=self.default_penalty))
-            last = []  # each row's newest token (not yet in the KV cache)
-            for i, (seq, prompt) in enumerate(zip(seqs, prompts, strict=True)):
-                self._prefill(seq, prompt)
-                last.append(samplers[i].next(self.runtime, -1, 0))
-                rows.rows[i].add(last[i], last[i] in self.eos_ids)
+            last = self._prefill(seqs, prompts, samplers)  # each row's newest token (not yet in the KV cache)
+            for row, token in zip(rows.rows, last, strict=True):
+                row.add(token, token in self.eos_ids)
             while True:
                 live = [i for i, row in enumerate(rows.rows) if not row.done]
                 for i in live:
@@ -171,19 +183,39 @@ class LlamaCppLM(OmniLM):
             self.runtime.forget(seq)
             self._slots[seq].keys = []
 
-    def _prefill(self, seq: int, prompt: Prompt) -> None:
-        """Decode the prompt's positions not already cached for `seq`; logits at its last position."""
-        slot = self._slots[seq]
-        tail = prompt.tail(len(slot.keys))
-        for k, (pos, seg) in enumerate(tail):
-            final = k == len(tail) - 1
-            if isinstance(seg, list):
-                rows = [(seq, pos + j, token, final and j == len(seg) - 1) for j, token in enumerate(seg)]
-                self.runtime.decode_tokens(rows)
-            else:
-                self.runtime.decode_embeddings(seq, pos, seg, logits_last=final)
-        slot.keys = list(prompt.keys)
+    def _prefill(self, seqs: list[int], prompts: list[Prompt], samplers: list[RowSampler]) -> list[int]:
+        """Decode what each prompt has beyond its sequence's cache, rows side by side; sample each first token.
 
+        All positions but each row's last go first (text of several rows in one batch, media per row); then
+        the rows' last positions in one batch whose logits give the first tokens."""
+        bodies, finals = [], []
+        for seq, prompt in zip(seqs, prompts, strict=True):
+            tail = prompt.tail(len(self._slots[seq].keys))
+            pos, seg = tail.pop()
+            if len(seg) > 1:
+                tail.append((pos, seg[:-1]))
+            bodies.append(tail)
+            finals.append((pos + len(seg) - 1, seg[-1:]))
+            self._slots[seq].keys = list(prompt.keys)
+        for k in range(max(len(b) for b in bodies)):
+            text = [(seq, pos + j, t, False) for seq, body in zip(seqs, bodies, strict=True) if k < len(body)
+                    for pos, seg in [body[k]] if isinstance(seg, list) for j, t in enumerate(seg)]
+            if text:
+                self.runtime.decode_tokens(text)
+            for seq, body in zip(seqs, bodies, strict=True):
+                if k < len(body) and not isinstance(body[k][1], list):
+                    self.runtime.decode_embeddings(seq, body[k][0], body[k][1], logits_last=False)
+        first: list[int | None] = [None] * len(seqs)
+        for i, (seq, (pos, seg)) in enumerate(zip(seqs, finals, strict=True)):
+            if not isinstance(seg, list):  # the prompt ends in media: its last feature alone, sampled at once
+                self.runtime.decode_embeddings(seq, pos, seg, logits_last=True)
+                first[i] = samplers[i].next(self.runtime, -1, 0)
+        text_rows = [i for i, token in enumerate(first) if token is None]
+        if text_rows:
+            self.runtime.decode_tokens([(seqs[i], finals[i][0], finals[i][1][0], True) for i in text_rows])
+            for j, i in enumerate(text_rows):
+                first[i] = samplers[i].next(self.runtime, j, 0)
+        return first
 
 def _send(request: GenerationRequest, event: tuple) -> None:
     if request.sink is not None:

@@ -37,15 +37,24 @@ class Prompt:
         return out
 
 
-def build_prompt(processor, media_model, conversation) -> Prompt:
-    """Tokenize `conversation` (generation prompt added) and encode its media into a Prompt."""
-    inputs = processor([conversation], add_generation_prompt=True)
-    ids = inputs["input_ids"][0].tolist()
+def build_prompts(processor, media_model, conversations: list) -> list[Prompt]:
+    """Tokenize `conversations` (generation prompt added) and encode their media, as one batch, into Prompts."""
+    inputs = processor(conversations, add_generation_prompt=True, padding_side="left")
     media = {k: inputs[k].to(media_model.device) for k in MEDIA_INPUTS if k in inputs}
     with torch.no_grad():
         items = media_model.encode_media(**media) if media else {}
     by_id = {token_id: modality for modality, token_id in media_model.placeholder_ids.items()}
+    # the batch's items in order of appearance, row after row: each row takes its own from the front
     queues = {m: [feats.float().cpu().numpy() for feats in items.get(m, [])] for m in by_id.values()}  # N × (T, D)
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True)]
+    prompts = [_prompt(ids, by_id, queues) for ids in rows]
+    left = {m: len(q) for m, q in queues.items() if q}
+    if left:
+        raise PlaceholderMismatchError(f"media without placeholders: {left}; build inputs with OmniProcessor")
+    return prompts
+
+
+def _prompt(ids: list[int], by_id: dict[int, str], queues: dict[str, list[np.ndarray]]) -> Prompt:
     segments: list[tuple[int, list[int] | np.ndarray]] = []
     keys: list = []
     text: list[int] = []
@@ -73,9 +82,6 @@ def build_prompt(processor, media_model, conversation) -> Prompt:
         segments.append((pos, feats))
         keys.extend((digest, j) for j in range(run))
         pos += run
-    left = {m: len(q) for m, q in queues.items() if q}
-    if left:
-        raise PlaceholderMismatchError(f"media without placeholders: {left}; build inputs with OmniProcessor")
     return Prompt(segments, keys, text)
 
 
