@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train")
+SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train", "bench_llamacpp")
 HERE = Path(__file__).resolve().parent
 
 

@@ -191,3 +191,14 @@ def test_quantized_export_is_smaller_and_still_loads(tiny_lm, exported, tmp_path
     assert lm.chat("hi", **GREEDY) and json.loads((out / MANIFEST_FILE).read_text())["quant"] == "Q8_0"
     lm.close()
     assert (out / "model.gguf").stat().st_size < (exported / "model.gguf").stat().st_size
+
+
+def test_gated_cross_attention_is_refused_before_writing(tmp_path):
+    from omnilm.config import FusionConfig
+    from omnilm.testing import tiny_model
+
+    lm = tiny_model(("image",), "perceiver", connector_options={"num_latents": 4, "depth": 1, "heads": 4},
+                    fusion=FusionConfig(mode="gated_xattn", every=1, heads=4))
+    with pytest.raises(OmniError, match="gated_xattn.*PyTorch engine"):
+        export_gguf(lm, tmp_path / "out", quant="F16")
+    assert not (tmp_path / "out").exists()

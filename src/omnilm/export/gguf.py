@@ -29,23 +29,40 @@ logger = logging.getLogger(__name__)
 GGUF_FILE = "model.gguf"
 
 
+def check(lm) -> list[str]:
+    """What of `lm` the GGUF export cannot express (empty: it can); the format interface of omnilm.export."""
+    mode = lm.config.fusion.mode
+    if mode != "embed":
+        return [(f"fusion.mode={mode!r} attends to media inside the LLM's layers, which llama.cpp cannot run; "
+                 "such a model stays on the PyTorch engine")]
+    return []
+
+
 def export_gguf(model, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
     """Write OUT: the LLM of `model` (an OmniLM or a reference omnilm.load takes) as GGUF + its media parts."""
-    import transformers
-
     from omnilm.lm import OmniLM, load
 
     quant = check_quant(quant)
-    lc = require_llama_cpp()
+    require_llama_cpp()
     lm = model if isinstance(model, OmniLM) else load(model, engine="torch")
-    config = copy.deepcopy(lm.config)
-    if config.fusion.mode != "embed":
-        raise OmniError(f"fusion.mode={config.fusion.mode!r} attends to media inside the LLM's layers, which "
-                        "llama.cpp cannot run; such a model stays on the PyTorch engine")
-    llm = lm.model.llm
-    if config.lora is not None:  # fold the adapters in (on a copy when the caller's model is given)
-        llm = (copy.deepcopy(llm) if isinstance(model, OmniLM) else llm).merge_and_unload()
+    problems = check(lm)
+    if problems:
+        raise OmniError(f"cannot export {lm.name} to gguf: " + "; ".join(problems))
     started = time.perf_counter()
+    out = write(lm, out, quant=quant)
+    logger.info("exported %s → %s (%s) in %.0f s", lm.name, out, quant, time.perf_counter() - started)
+    return out
+
+
+def write(lm, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
+    """Write directory `out` (atomically replaced) for `lm`; the model itself is not modified."""
+    import transformers
+
+    lc = require_llama_cpp()
+    config = copy.deepcopy(lm.config)
+    llm = lm.model.llm
+    if config.lora is not None:  # fold the adapters into a copy: the caller's model keeps them
+        llm = copy.deepcopy(llm).merge_and_unload()
 
     def write_parts(staging: Path) -> dict:
         with tempfile.TemporaryDirectory(prefix="omnilm-gguf-") as tmp:
@@ -71,9 +88,7 @@ def export_gguf(model, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
         config.lora, config.trained_parts = None, []  # the LLM lives in the GGUF; vision/audio in their folders
         return {k: v for k, v in lm.model.head_state_dict().items() if k.startswith(HEAD_PREFIXES)}
 
-    out = write_checkpoint(out, config, {}, lm.processor, write_parts)
-    logger.info("exported %s → %s (%s) in %.0f s", lm.name, out, quant, time.perf_counter() - started)
-    return out
+    return write_checkpoint(out, config, {}, lm.processor, write_parts)
 
 
 def cached_export(ref: str, *, quant: str) -> Path:
