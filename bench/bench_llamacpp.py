@@ -23,12 +23,12 @@ import torch
 logger = logging.getLogger(__name__)
 
 REPEATS = 3
-NEW_TOKENS = 64
+NEW_TOKENS = 32
 CLIENTS = 16
 SERVER_TOKENS = 32
 TEXT_PROMPT = "What is the capital of France?"  # 18 tokens with Qwen's chat template and an empty system turn
 EVAL_LIMITS = {"typed": int(os.environ.get("OMNILM_BENCH_EVAL_LIMIT", "200")),
-               "spoken": int(os.environ.get("OMNILM_BENCH_SPOKEN_LIMIT", "100"))}  # Whisper's time, the same for all
+               "spoken": int(os.environ.get("OMNILM_BENCH_SPOKEN_LIMIT", "48"))}  # Whisper's time, the same for all
 
 
 def _median_seconds(fns: dict, repeats: int = REPEATS) -> dict[str, float]:
@@ -241,6 +241,11 @@ def accuracy() -> dict:
     return out
 
 
+def _logged(name: str, result: dict) -> dict:
+    logger.info("%s: %s", name, json.dumps(result))  # each section as it ends: a long run shows its progress
+    return result
+
+
 def run() -> dict:
     logging.getLogger("omnilm.llamacpp.native.llama").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="omnilm-bench-llamacpp-") as tmp:
@@ -250,16 +255,12 @@ def run() -> dict:
                    "export_q4_k_m_s": round(export_seconds, 1), "threads": len(os.sched_getaffinity(0)),
                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                    "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
-        logger.info("time to first token")
-        results["ttft"] = time_to_first_token(torch_lm, cpp_lm, _media(tmp))
-        logger.info("decode speed")
-        results["decode"] = decode_speed(torch_lm, cpp_lm, tmp / "q4" / "model.gguf")
-        logger.info("server: %d concurrent clients", CLIENTS)
-        results["server"] = server_load(cpp_lm)
+        results["ttft"] = _logged("ttft", time_to_first_token(torch_lm, cpp_lm, _media(tmp)))
+        results["decode"] = _logged("decode", decode_speed(torch_lm, cpp_lm, tmp / "q4" / "model.gguf"))
+        results["server"] = _logged("server", server_load(cpp_lm))
         del torch_lm
         cpp_lm.close()
-    logger.info("accuracy")
-    results["accuracy"] = accuracy()
+    results["accuracy"] = _logged("accuracy", accuracy())
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return results
 

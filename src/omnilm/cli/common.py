@@ -45,9 +45,10 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """omnilm.load(args.model) on the device and engine the flags name."""
-    options = {"quant": args.quant} if args.quant else {}
-    return omnilm.load(args.model, device=args.device, engine=args.engine, **options)
+    """omnilm.load(args.model) on the device and engine the flags name (a command without them: the defaults)."""
+    quant = getattr(args, "quant", None)
+    options = {"quant": quant} if quant else {}
+    return omnilm.load(args.model, device=args.device, engine=getattr(args, "engine", None), **options)
 
 
 def fields_from_args(cls: type, args: argparse.Namespace) -> dict:
