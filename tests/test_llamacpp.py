@@ -85,6 +85,8 @@ def test_batch_stream_and_stop_strings_as_in_pytorch(tiny_lm, engine, red_image)
     assert len(pieces) > 1 and "".join(pieces) == expected[0]
     stop = expected[0][3:5]
     assert engine.chat(conversations[0], stop=[stop], **GREEDY) == tiny_lm.chat(conversations[0], stop=[stop], **GREEDY)
+    penalised = {"repetition_penalty": 1.5, "max_new_tokens": 16}  # on generated tokens only, as transformers does
+    assert engine.chat(conversations[2], **penalised) == tiny_lm.chat(conversations[2], **penalised)
 
 
 def test_several_sequences_decode_in_one_batch(engine, monkeypatch):

@@ -124,10 +124,9 @@ class LlamaCppLM(OmniLM):
         samplers = []
         try:
             self._make_room(prompts, seqs, requests)
-            for request, prompt in chunk:
+            for request in requests:
                 samplers.append(RowSampler(self.runtime.lc, request.settings, n_vocab=self.runtime.n_vocab,
-                                           eos_ids=self.eos_ids, prompt_tokens=prompt.text_tokens,
-                                           default_penalty=self.default_penalty))
+                                           eos_ids=self.eos_ids, default_penalty=self.default_penalty))
             last = self._prefill(seqs, prompts, samplers)  # each row's newest token (not yet in the KV cache)
             for row, token in zip(rows.rows, last, strict=True):
                 row.add(token, token in self.eos_ids)

@@ -21,7 +21,6 @@ from omnilm.model import MEDIA_INPUTS
 class Prompt:
     segments: list[tuple[int, list[int] | np.ndarray]]  # (start position, token ids | embeddings (T, D))
     keys: list  # one per position
-    text_tokens: list[int]  # the prompt's token ids outside media (what a repetition penalty counts)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -57,7 +56,6 @@ def build_prompts(processor, media_model, conversations: list) -> list[Prompt]:
 def _prompt(ids: list[int], by_id: dict[int, str], queues: dict[str, list[np.ndarray]]) -> Prompt:
     segments: list[tuple[int, list[int] | np.ndarray]] = []
     keys: list = []
-    text: list[int] = []
     pos = 0
     while pos < len(ids):
         modality = by_id.get(ids[pos])
@@ -67,7 +65,6 @@ def _prompt(ids: list[int], by_id: dict[int, str], queues: dict[str, list[np.nda
                 end += 1
             segments.append((pos, ids[pos:end]))
             keys.extend(ids[pos:end])
-            text.extend(ids[pos:end])
             pos = end
             continue
         if not queues[modality]:
@@ -82,7 +79,7 @@ def _prompt(ids: list[int], by_id: dict[int, str], queues: dict[str, list[np.nda
         segments.append((pos, feats))
         keys.extend((digest, j) for j in range(run))
         pos += run
-    return Prompt(segments, keys, text)
+    return Prompt(segments, keys)
 
 
 def shared_prefix(a: list, b: list) -> int:

@@ -34,7 +34,7 @@ class RowSampler:
     """The next-token choice of one row; `eos_ids` are banned while EOS is not allowed yet."""
 
     def __init__(self, lc, settings: GenerationSettings, *, n_vocab: int, eos_ids: set[int],
-                 prompt_tokens: list[int], default_penalty: float | None = None) -> None:
+                 default_penalty: float | None = None) -> None:
         self.lc, self.settings = lc, settings
         self.eos = np.array(sorted(t for t in eos_ids if t < n_vocab), dtype=np.int64)
         penalty = settings.repetition_penalty or default_penalty
@@ -45,8 +45,8 @@ class RowSampler:
             def add(sampler) -> None:
                 lc.llama_sampler_chain_add(self.chain, sampler)
 
-            if penalty and penalty != 1.0:  # HF's penalty counts the prompt's tokens too
-                add(lc.llama_sampler_init_penalties(-1, penalty, 0.0, 0.0))
+            if penalty and penalty != 1.0:  # generated tokens only, as transformers does given inputs_embeds
+                add(lc.llama_sampler_init_penalties(n_vocab, settings.max_new_tokens, penalty, 0.0, 0.0))
             if settings.sampling:
                 if settings.top_k:
                     add(lc.llama_sampler_init_top_k(settings.top_k))
@@ -57,8 +57,6 @@ class RowSampler:
                 add(lc.llama_sampler_init_dist(seed))
             else:
                 add(lc.llama_sampler_init_greedy())
-            for token in prompt_tokens:
-                lc.llama_sampler_accept(self.chain, token)
 
     def next(self, runtime, index: int, generated: int) -> int:
         """Sample row `index` of the last decode; `generated` tokens of this row came before."""
