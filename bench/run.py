@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train", "bench_voice", "bench_data",
-            "bench_api")
+            "bench_api", "bench_llamacpp")
 HERE = Path(__file__).resolve().parent
 
 

@@ -29,7 +29,7 @@ NOT_RUN = {
     ("train", None): "trains packaged models (minutes)",
     ("index", None): "needs a trained dual encoder and a photo folder",
     ("search", None): "needs an index built by `omnilm index`",
-    ("export", None): "needs a trained model (tests/test_export_llava.py exports tiny ones through the CLI)",
+    ("export", None): "needs a trained model (tests/test_export_llava.py and tests/test_llamacpp_cli.py export tiny ones)",
 }
 
 

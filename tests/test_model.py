@@ -195,6 +195,20 @@ def test_lm_head_gets_contiguous_input_in_generation(tiny_lm, red_image):
     assert seen and all(seen)
 
 
+def test_lm_head_input_has_standard_strides_at_batch_one(tiny_lm):
+    seen = []  # a (1, 1, D) slice of the prefill counts as contiguous yet keeps the prefill's batch stride
+    hook = tiny_lm.model.llm.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: seen.append((tuple(args[0].shape), args[0].stride()))
+    )
+    try:
+        tiny_lm.chat("a prompt long enough to have a prefill of many positions", max_new_tokens=2)
+    finally:
+        hook.remove()
+    prefill_shape, prefill_strides = seen[0]
+    assert prefill_shape[:2] == (1, 1)
+    assert prefill_strides == (prefill_shape[2], prefill_shape[2], 1)  # a fresh row, not a view of (1, L, D)
+
+
 def test_whisper_clips_lead_with_silence_inside_the_window():
     from omnilm.encoders.audio import LEAD_SILENCE_SECONDS, _lead_with_silence
 

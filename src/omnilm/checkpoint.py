@@ -82,12 +82,18 @@ def _save_parts(model: OmniModel, processor: OmniProcessor, config: OmniConfig, 
         raise OmniError("merge the LoRA adapters first (omnilm.lora.merge_lora(model)) before a full save")
     model.llm.save_pretrained(staging / "llm")
     config.llm.source = "./llm"
+    save_media_parts(model, processor, config, staging)
+
+
+def save_media_parts(model: OmniModel, processor: OmniProcessor, config: OmniConfig, staging: Path) -> None:
+    """Write the vision tower and Whisper into `staging/vision`, `staging/audio`; repoint `config` at them."""
     if model.vision is not None:
         model.vision.tower.save_pretrained(staging / "vision")
         config.vision.source = "./vision"
-    whisper = processor.transcriber.whisper if processor.transcriber is not None else None
-    if whisper is not None:
-        whisper.save_pretrained(staging / "audio")
+    transcriber = processor.transcriber
+    if transcriber is not None:  # transcribe mode loads all three from the audio source
+        for part in (transcriber.whisper, transcriber.feature_extractor, transcriber.tokenizer):
+            part.save_pretrained(staging / "audio")
     elif model.audio is not None:  # embed mode keeps only the encoder: store it under Whisper's key names
         part = staging / "audio"
         model.audio.encoder.config.save_pretrained(part)

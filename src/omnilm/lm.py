@@ -24,6 +24,8 @@ from omnilm.sources import resolve_source
 class OmniLM:
     """The user-facing model: `lm.chat(messages)`, `lm.generate(prompt, images=[...])`, `lm.stream(...)`."""
 
+    engine = "torch"  # which runtime runs the LLM (omnilm.llamacpp.LlamaCppLM: "llama.cpp")
+
     def __init__(self, model: OmniModel, processor: OmniProcessor, *, name: str | None = None) -> None:
         self.model = model.eval()
         self.processor = processor
@@ -75,13 +77,11 @@ class OmniLM:
     def chat_batch(self, conversations: list, **gen: Any) -> list[str]:
         """Replies to several conversations, generated together (left-padded batch)."""
         settings = GenerationSettings.from_kwargs(**gen)
-        requests = [GenerationRequest(c, settings) for c in conversations]
-        inputs = self.prepare_inputs(conversations)
-        return generate_batch(self.model, self.processor.tokenizer, inputs, requests)
+        return self.generate_requests([GenerationRequest(c, settings) for c in conversations])
 
-    def generate_requests(self, requests: list[GenerationRequest]) -> None:
-        """Generate a batch in one call, each row's events going to its `request.sink` (the engines' common
-        entry for request-level batching; `cancelled` is honoured). Errors reach the sinks, then propagate."""
+    def generate_requests(self, requests: list[GenerationRequest]) -> list[str]:
+        """Generate requests sharing a sampling key as one batch; each one's events stream to its sink (the engines'
+        common entry for request-level batching; `cancelled` is honoured). Errors reach the sinks, then propagate."""
         try:
             inputs = self.prepare_inputs([r.messages for r in requests])
         except Exception as err:
@@ -89,7 +89,7 @@ class OmniLM:
                 if request.sink is not None:
                     request.sink(("error", err))
             raise
-        generate_batch(self.model, self.processor.tokenizer, inputs, requests)
+        return generate_batch(self.model, self.processor.tokenizer, inputs, requests)
 
     def stream(self, messages: list[dict] | str, **gen: Any) -> Iterator[str]:
         """Yield the reply in pieces as it is generated (joined, they are `chat`'s reply)."""
@@ -100,12 +100,12 @@ class OmniLM:
         events: queue.Queue[tuple] = queue.Queue()
         request = GenerationRequest(messages, settings, sink=events.put)
 
-        def work(inputs: dict[str, torch.Tensor]) -> None:
+        def work() -> None:
             with contextlib.suppress(BaseException):  # errors reach the sink and are re-raised in the caller
-                generate_batch(self.model, self.processor.tokenizer, inputs, [request])
+                self.generate_requests([request])
 
         def pieces() -> Iterator[str]:
-            thread = threading.Thread(target=work, args=(self.prepare_inputs([messages]),), daemon=True)
+            thread = threading.Thread(target=work, daemon=True)
             thread.start()
             try:
                 while (event := events.get())[0] == "delta":
@@ -131,17 +131,34 @@ class OmniLM:
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
 
-def load(ref: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+ENGINES = ("torch", "llama.cpp")
+
+
+def load(ref: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+         engine: str | None = None, **engine_options: Any):
     """Load an omnilm checkpoint (directory, hub id or pkg: reference), a transformers Llava (directory or hub id,
     converted once), or wrap a bare causal LLM.
 
     The `kind` in the checkpoint's omnilm.json decides what comes back: an OmniLM (no kind: every
     OmniConfig checkpoint) or a `omnilm.dual.DualEncoder` (`"kind": "dual_encoder"`).
+    `engine`: "torch", or "llama.cpp" (the LLM in llama.cpp; `engine_options`: quant, n_ctx, n_seq, n_threads).
+    None picks llama.cpp for a directory written by `omnilm export --to gguf`, else torch.
     """
     from omnilm.export.from_llava import llava_directory, load_llava
+    from omnilm.llamacpp.loading import is_exported
 
     ref = str(ref)
+    if engine is not None and engine not in ENGINES:
+        raise OmniError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     source = resolve_source(ref)
+    exported = Path(source).is_dir() and is_exported(source)
+    if engine == "llama.cpp" or (engine is None and exported):
+        return _load_llama_cpp(ref, source, exported, device=device, dtype=dtype, **engine_options)
+    if exported:
+        raise OmniError(f"{ref} is a GGUF export: its LLM exists only as GGUF, which the torch engine cannot run; "
+                        "load it with engine='llama.cpp', or load the model it was exported from")
+    if engine_options:
+        raise OmniError(f"{', '.join(sorted(engine_options))}: options of the llama.cpp engine, not of torch")
     directory = source if Path(source).is_dir() and is_checkpoint(source) else _hub_checkpoint(source)
     llava = None if directory is not None else llava_directory(source)
     if llava is not None:  # a transformers Llava: converted once into an omnilm checkpoint
@@ -156,6 +173,24 @@ def load(ref: str | Path, *, device: str | torch.device | None = None, dtype: to
         lm = DualEncoder.from_pretrained(directory)  # refuses a kind it does not know, naming it
     lm.name = ref
     return lm.to(device=device, dtype=dtype)
+
+
+def _load_llama_cpp(ref: str, source: str, exported: bool, *, device, dtype, quant: str | None = None,
+                    **options: Any):
+    """The llama.cpp engine on an exported directory, or on a model exported once into the cache (`quant`)."""
+    from omnilm.llamacpp.loading import load_exported
+    from omnilm.llamacpp.native import require_llama_cpp
+
+    require_llama_cpp()
+    if dtype is not None:
+        raise OmniError("dtype: the llama.cpp engine's LLM precision is its GGUF's quantization; pass quant= instead")
+    if not exported:
+        from omnilm.export.gguf import cached_export
+
+        source = str(cached_export(ref, quant=quant or "Q8_0"))
+    elif quant is not None:
+        raise OmniError(f"{ref} is already exported; quant= applies when exporting (omnilm export --quant)")
+    return load_exported(source, device=device, name=ref, **options)
 
 
 def _hub_checkpoint(source: str) -> str | None:

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import omnilm
-from omnilm.cli.common import add_command, add_generation_flags, generation_settings
+from omnilm.cli.common import add_command, add_engine_flags, add_generation_flags, generation_settings, load_model
 from omnilm.errors import OmniError
 from omnilm.speech.sentences import SentenceSplitter
 
@@ -37,13 +36,14 @@ def register(subparsers) -> None:
     voice.add_argument("--speak-dir", default=None, metavar="DIR", help="write each spoken sentence as a WAV in DIR")
     voice.add_argument("--voice", default="alloy", help="OpenAI voice name or espeak-ng voice (default alloy)")
     add_generation_flags(parser)
+    add_engine_flags(parser)
 
 
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     gen = generation_settings(args).as_kwargs()
     speaker = _speaker(args)  # a missing engine or unknown voice fails before the model loads
-    lm = omnilm.load(args.model, device=args.device)
+    lm = load_model(args)
     session = ChatSession(lm, system=args.system, gen=gen, speaker=speaker)
     stdout.write(f"omnilm chat · {lm.name} · takes text{''.join(', ' + m for m in lm.modalities)}\n{HELP}\n")
     if speaker is not None:

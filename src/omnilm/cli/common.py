@@ -36,6 +36,21 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu)")
 
 
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("torch", "llama.cpp"), default=None,
+                        help="LLM runtime (default: llama.cpp for a GGUF export, else torch); llama.cpp needs "
+                        "the omnilm[llamacpp] extra")
+    parser.add_argument("--quant", default=None, help="with --engine llama.cpp on a model not exported yet: the "
+                        "GGUF quantization of the one-time export (default Q8_0; Q4_K_M: faster)")
+
+
+def load_model(args: argparse.Namespace):
+    """omnilm.load(args.model) on the device and engine the flags name (a command without them: the defaults)."""
+    quant = getattr(args, "quant", None)
+    options = {"quant": quant} if quant else {}
+    return omnilm.load(args.model, device=args.device, engine=getattr(args, "engine", None), **options)
+
+
 def fields_from_args(cls: type, args: argparse.Namespace) -> dict:
     """The flags of `args` named like a field of dataclass `cls`, as keyword arguments for it."""
     names = {f.name for f in dataclasses.fields(cls)}

@@ -6,8 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-import omnilm
-from omnilm.cli.common import add_command
+from omnilm.cli.common import add_command, add_engine_flags, load_model
 from omnilm.errors import OmniError
 
 EXAMPLE = """examples:
@@ -37,6 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--api-key", default=None, help="API key for --endpoint")
     parser.add_argument("--batch-size", type=int, default=None, help="items per generation batch (default: task's)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu)")
+    add_engine_flags(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.endpoint:
         model = EndpointModel(args.endpoint, model=args.model, api_key=args.api_key)
     elif args.model:
-        model = omnilm.load(args.model, device=args.device)
+        model = load_model(args)
     else:
         raise OmniError("give MODEL (a checkpoint, hub id or pkg: reference) or --endpoint URL")
     out = Path(args.out) if args.out else _default_out(args.task, args.model or args.endpoint)

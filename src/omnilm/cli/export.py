@@ -10,7 +10,9 @@ from omnilm.export import FORMATS
 EXAMPLE = """example:
   omnilm export runs/llava-stage2 out/llava --to hf-llava   # then: vllm serve out/llava
   omnilm export runs/speech/model out/ultravox --to hf-ultravox
-  omnilm export runs/quickstart/model out/x --to hf-llava --check   # can it? (no: pooled tokens, audio)"""
+  omnilm export runs/quickstart/model out/x --to hf-llava --check   # can it? (no: pooled tokens, audio)
+  omnilm export runs/quickstart/model runs/quickstart-q4 --to gguf --quant Q4_K_M
+  omnilm chat runs/quickstart-q4            # a GGUF export loads with the llama.cpp engine"""
 
 
 def register(subparsers) -> None:
@@ -25,19 +27,28 @@ def register(subparsers) -> None:
     parser.add_argument("--to", required=True, choices=sorted(FORMATS), metavar="FORMAT",
                         help=f"one of {', '.join(FORMATS)}")
     parser.add_argument("--check", action="store_true", help="only say whether MODEL can be exported")
+    parser.add_argument("--quant", default=None,
+                        help="gguf: F16, BF16, F32, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M (default), Q4_K_S, Q4_0, ...")
 
 
 def run(args: argparse.Namespace) -> int:
     import omnilm
     from omnilm.export import ExportError, check, export
 
-    lm = omnilm.load(args.model)
+    options = {}
+    if args.quant is not None:
+        if args.to != "gguf":
+            raise ExportError(f"--quant is an option of --to gguf, not of --to {args.to}")
+        from omnilm.llamacpp.convert import check_quant
+
+        options["quant"] = check_quant(args.quant)  # before the (slow) model load
+    lm = omnilm.load(args.model, engine="torch")
     if args.check:
         problems = check(lm, to=args.to)
         if problems:
             raise ExportError(f"cannot export {args.model} to {args.to}:\n" + "\n".join(f"  - {p}" for p in problems))
         print(f"{args.model} can be exported to {args.to}")
         return 0
-    export(lm, args.out, to=args.to)
+    export(lm, args.out, to=args.to, **options)
     print(f"exported {args.model} to {args.out} ({args.to})")
     return 0

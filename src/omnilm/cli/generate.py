@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import omnilm
 from omnilm.chat import normalize_conversation
-from omnilm.cli.common import add_command, add_generation_flags, generation_settings
+from omnilm.cli.common import add_command, add_engine_flags, add_generation_flags, generation_settings, load_model
 from omnilm.errors import OmniError
 
 EXAMPLE = """example:
@@ -29,6 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     add_generation_flags(parser)
+    add_engine_flags(parser)
 
 
 def build_content(
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             if not Path(path).is_file():
                 raise OmniError(f"--{kind} {path}: no such file")
     gen = generation_settings(args).as_kwargs()
-    lm = omnilm.load(args.model, device=args.device)
+    lm = load_model(args)
     placeholders = lm.processor.layout.placeholders
     content = build_content(args.prompt, args.image, args.audio, args.video, tuple(placeholders.values()))
     system = [{"role": "system", "content": args.system}] if args.system else []

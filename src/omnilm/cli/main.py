@@ -15,8 +15,8 @@ from omnilm.errors import OmniError
 
 # Command modules in help order; each has register(subparsers) and run(args) -> int. A command that keeps a
 # log file sets the default `log_file`: a function of its args returning the path (or None).
-COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve", "train", "data", "eval", "models", "index",
-                   "search", "export")
+COMMAND_MODULES = ("quickstart", "new", "generate", "chat", "serve", "train", "data", "eval", "export", "models",
+                   "index", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-import omnilm
-from omnilm.cli.common import add_command, fields_from_args
+from omnilm.cli.common import add_command, add_engine_flags, fields_from_args, load_model
 from omnilm.cli.voice_flags import add_voice_flags, voice_settings_from_args
 from omnilm.dual import DualEncoder
 
@@ -35,6 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set OMNILM_API_KEY)")
     parser.add_argument("--model-id", default=None, help="model name reported by /v1/models (default: MODEL)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu)")
+    add_engine_flags(parser)
     media = parser.add_argument_group("remote media")
     media.add_argument("--allow-remote-media", action="store_true",
                        help="fetch http(s) media URLs (default off: data URLs only)")
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)  # invalid limits fail before the model loads
     voice = voice_settings_from_args(args)
-    lm = omnilm.load(args.model, device=args.device)
+    lm = load_model(args)
     if isinstance(lm, DualEncoder):  # a CLIP-style dual encoder: POST /v1/embeddings
         from omnilm.serve.embeddings import create_embedding_app
 

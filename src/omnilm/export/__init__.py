@@ -2,7 +2,8 @@
 
 Each format is one entry of FORMATS: the module that implements it and a line of help. A format module has
 `check(lm) -> list[str]` (every part the format cannot express, each with what would make it exportable;
-empty when it can) and `write(lm, staging: Path) -> None` (the files, into a fresh directory). `export` runs
+empty when it can) and `write(lm, staging: Path, **options)` (the files, into a fresh directory; options such
+as gguf's `quant`). `export` runs
 `check` first, so a refused model writes nothing, then writes atomically: an interrupted export leaves no
 half-written directory.
 """
@@ -36,6 +37,8 @@ FORMATS: dict[str, ExportFormat] = {
     "hf-llava": ExportFormat("omnilm.export.hf_llava", "transformers LlavaForConditionalGeneration (vLLM serves it)"),
     "hf-ultravox": ExportFormat("omnilm.export.hf_ultravox", "Ultravox layout (Whisper + swiglu projector + LLM) "
                                                               "as vLLM's UltravoxModel loads it"),
+    "gguf": ExportFormat("omnilm.export.gguf", "the LLM as GGUF (LoRA merged, llama.cpp's quantizer: --quant) + the "
+                                               "media parts, for omnilm's llama.cpp engine (every part works)"),
 }
 
 
@@ -52,7 +55,7 @@ def check(lm, *, to: str) -> list[str]:
     return format_module(to).check(lm)
 
 
-def export(model, out: str | Path, *, to: str) -> Path:
+def export(model, out: str | Path, *, to: str, **options) -> Path:
     """Write `model` (an OmniLM, or a reference `omnilm.load` takes) to directory `out` in format `to`.
 
     Nothing is written when the format cannot express a part of the model: ExportError names each such part.
@@ -62,11 +65,11 @@ def export(model, out: str | Path, *, to: str) -> Path:
     if isinstance(model, (str, Path)):
         from omnilm.lm import load
 
-        model = load(model)
+        model = load(model, engine="torch")
     problems = module.check(model)
     if problems:
         raise ExportError(f"cannot export {model.name} to {to}:\n" + "\n".join(f"  - {p}" for p in problems))
     with atomic_directory(out) as staging:
-        module.write(model, staging)
+        module.write(model, staging, **options)
     logger.info("exported %s to %s (%s)", model.name, out, to)
     return Path(out)

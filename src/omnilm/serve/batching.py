@@ -19,7 +19,6 @@ import threading
 import time
 
 from omnilm.generation import GenerationRequest, PlainPrompt, generate_batch, usage
-from omnilm.lm import OmniLM
 from omnilm.serve.continuous import StepBatch, step_wise_model, step_wise_request
 
 logger = logging.getLogger(__name__)
@@ -181,7 +180,7 @@ class BatchScheduler:
 
     def _run(self, batch: list[GenerationRequest]) -> None:
         lm = self.lm
-        if not isinstance(lm, OmniLM):  # another engine generates its own batches (llama.cpp: lm.generate_requests)
+        if getattr(lm, "engine", "torch") != "torch":  # another engine generates its own batches (llama.cpp)
             self._count(batch)
             try:
                 lm.generate_requests(batch)

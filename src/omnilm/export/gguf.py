@@ -1,0 +1,108 @@
+"""`omnilm export MODEL OUT --to gguf`: the LLM as a (quantized) GGUF for omnilm's llama.cpp engine.
+
+LoRA adapters are merged into the LLM before conversion; llama.cpp's converter writes a float GGUF and its
+quantizer the chosen type. The media parts (encoders, connectors, video embedding) stay PyTorch: they are
+saved as an omnilm checkpoint beside the GGUF, with `llamacpp.json` saying what the GGUF must be. `omnilm.load`
+on OUT picks the llama.cpp engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from omnilm.checkpoint import save_media_parts, write_checkpoint
+from omnilm.errors import OmniError
+from omnilm.llamacpp.convert import FLOAT_TYPES, check_quant, convert, quantize
+from omnilm.llamacpp.loading import GGUFManifest
+from omnilm.llamacpp.native import gguf_facts, require_llama_cpp
+from omnilm.model import HEAD_PREFIXES
+from omnilm.paths import cache_dir
+from omnilm.sources import resolve_source
+
+logger = logging.getLogger(__name__)
+
+GGUF_FILE = "model.gguf"
+
+
+def check(lm) -> list[str]:
+    """What of `lm` the GGUF export cannot express (empty: it can); the format interface of omnilm.export."""
+    mode = lm.config.fusion.mode
+    if mode != "embed":
+        return [(f"fusion.mode={mode!r} attends to media inside the LLM's layers, which llama.cpp cannot run; "
+                 "such a model stays on the PyTorch engine")]
+    return []
+
+
+def export_gguf(model, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
+    """Write OUT: the LLM of `model` (an OmniLM or a reference omnilm.load takes) as GGUF + its media parts."""
+    from omnilm.lm import OmniLM, load
+
+    quant = check_quant(quant)
+    require_llama_cpp()
+    lm = model if isinstance(model, OmniLM) else load(model, engine="torch")
+    problems = check(lm)
+    if problems:
+        raise OmniError(f"cannot export {lm.name} to gguf: " + "; ".join(problems))
+    started = time.perf_counter()
+    out = write(lm, out, quant=quant)
+    logger.info("exported %s → %s (%s) in %.0f s", lm.name, out, quant, time.perf_counter() - started)
+    return out
+
+
+def write(lm, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
+    """Write directory `out` (atomically replaced) for `lm`; the model itself is not modified."""
+    import transformers
+
+    lc = require_llama_cpp()
+    config = copy.deepcopy(lm.config)
+    llm = lm.model.llm
+    if config.lora is not None:  # fold the adapters into a copy: the caller's model keeps them
+        llm = copy.deepcopy(llm).merge_and_unload()
+
+    def write_parts(staging: Path) -> dict:
+        with tempfile.TemporaryDirectory(prefix="omnilm-gguf-") as tmp:
+            hf_dir = Path(tmp) / "llm"
+            llm.save_pretrained(hf_dir)
+            transformers.AutoTokenizer.from_pretrained(resolve_source(config.llm.source)).save_pretrained(hf_dir)
+            target = staging / GGUF_FILE
+            if quant in FLOAT_TYPES:
+                convert(hf_dir, target, outtype=FLOAT_TYPES[quant])
+            else:
+                floats = Path(tmp) / "llm-float.gguf"
+                convert(hf_dir, floats, outtype="bf16" if config.llm.dtype == "bfloat16" else "f16")
+                quantize(floats, target, quant=quant)
+        facts = gguf_facts(target)
+        eos = llm.generation_config.eos_token_id
+        GGUFManifest(
+            gguf=GGUF_FILE, quant=quant, architecture=facts["architecture"], n_embd=facts["n_embd"],
+            eos_token_ids=sorted({*(eos if isinstance(eos, list) else [eos])} - {None}), source=lm.name,
+            repetition_penalty=llm.generation_config.repetition_penalty,
+            extra={"llama_cpp_python": lc.__version__, "gguf_bytes": target.stat().st_size},
+        ).write(staging)
+        save_media_parts(lm.model, lm.processor, config, staging)
+        config.lora, config.trained_parts = None, []  # the LLM lives in the GGUF; vision/audio in their folders
+        return {k: v for k, v in lm.model.head_state_dict().items() if k.startswith(HEAD_PREFIXES)}
+
+    return write_checkpoint(out, config, {}, lm.processor, write_parts)
+
+
+def cached_export(ref: str, *, quant: str) -> Path:
+    """`ref` exported at `quant` once into `$OMNILM_CACHE/gguf/KEY` (KEY: the source, its files' times, quant)."""
+    from omnilm.llamacpp.loading import is_exported
+
+    quant = check_quant(quant)
+    source = Path(resolve_source(ref))
+    stamp = [str(source.resolve()) if source.exists() else ref, quant, require_llama_cpp().__version__]
+    if source.is_dir():
+        stamp += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(source.iterdir()) if p.is_file()]
+    key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+    out = cache_dir("gguf", key)
+    if not is_exported(out):
+        logger.info("exporting %s to GGUF (%s) once, into %s", ref, quant, out)
+        export_gguf(ref, out, quant=quant)
+    return out
