@@ -123,7 +123,7 @@ def test_registers_with_drop_cls_are_refused(tmp_path):
 
 
 def test_unknown_format_lists_the_known_ones(tmp_path):
-    with pytest.raises(ExportError, match=r"unknown export format 'onnx'; choose one of \['hf-llava'"):
+    with pytest.raises(ExportError, match=r"unknown export format 'onnx'; choose one of \['gguf', 'hf-llava', 'hf-ultravox'\]"):
         export(tiny_model(("image",)), tmp_path / "x", to="onnx")
 
 

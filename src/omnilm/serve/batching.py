@@ -180,7 +180,7 @@ class BatchScheduler:
 
     def _run(self, batch: list[GenerationRequest]) -> None:
         lm = self.lm
-        if getattr(lm, "engine", "torch") != "torch":  # another engine generates its own batches (llama.cpp)
+        if getattr(lm, "engine", None) != "torch":  # another engine generates its own batches (llama.cpp)
             self._count(batch)
             try:
                 lm.generate_requests(batch)

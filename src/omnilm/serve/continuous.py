@@ -31,7 +31,7 @@ from omnilm.generation import GenerationRequest, Row
 def step_wise_model(lm) -> bool:
     """Whether `lm` can decode row by row here: an OmniLM on the torch engine without gated cross-attention or
     sliding windows."""
-    if getattr(lm, "engine", "torch") != "torch":  # llama.cpp batches its own sequences (lm.generate_requests)
+    if getattr(lm, "engine", None) != "torch":  # llama.cpp batches its own sequences (lm.generate_requests)
         return False
     model = getattr(lm, "model", None)
     if model is None or not hasattr(model, "llm") or getattr(model, "fusion", None) is not None:
