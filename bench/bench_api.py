@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from loadgen import latency_summary, run_threads
 
 logger = logging.getLogger(__name__)
 QWEN = "pkg:qwen2.5-0.5b-instruct"
@@ -232,16 +233,11 @@ def structured_output(url: str) -> dict:
         with lock:
             results.append((ok, (note or "")[:300]))
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(STRUCTURED_REQUESTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    elapsed = run_threads(one, ((i,) for i in range(STRUCTURED_REQUESTS)))
     parsed = sum(ok for ok, _ in results)
     return {"requests": STRUCTURED_REQUESTS, "with_image": len(range(0, STRUCTURED_REQUESTS, 3)), "parsed": parsed,
             "parsed_rate": parsed / STRUCTURED_REQUESTS, "target": 1.0, "meets_target": parsed == STRUCTURED_REQUESTS,
-            "seconds": round(time.perf_counter() - start, 1), "failures": [m for ok, m in results if not ok][:3]}
+            "seconds": round(elapsed, 1), "failures": [m for ok, m in results if not ok][:3]}
 
 
 # Latency under Poisson arrivals -------------------------------------------------------------------------
@@ -274,17 +270,9 @@ def _poisson_load(url: str, *, rate: float, per_client: int, seed: int) -> dict:
                     if not ok:
                         errors.append(str(response)[:200])
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    ordered = sorted(latencies)
-    return {"requests": len(ordered), "seconds": round(elapsed, 2), "tokens_per_s": round(tokens[0] / elapsed, 2),
-            "p50_s": round(statistics.median(ordered), 3),
-            "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3), "errors": len(errors)}
+    elapsed = run_threads(client, ((i,) for i in range(CLIENTS)))
+    return {"requests": len(latencies), "seconds": round(elapsed, 2), "tokens_per_s": round(tokens[0] / elapsed, 2),
+            **latency_summary(latencies), "errors": len(errors)}
 
 
 def latency(lm, *, rate: float, per_client: int, rounds: int = 2) -> dict:

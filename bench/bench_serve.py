@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import statistics
 import threading
 import time
 
@@ -20,6 +19,7 @@ from PIL import Image
 from omnilm.serve import ServeSettings, create_app
 from omnilm.serve.background import BackgroundServer
 from omnilm.testing import tiny_model
+from loadgen import latency_summary, run_threads
 
 CLIENTS = 16
 REQUESTS = 32
@@ -66,22 +66,16 @@ def _load(url: str, bodies: list[dict], clients: int) -> dict:
                     return
                 _send(client, body, latencies, errors)
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    ordered = sorted(latencies)
+    elapsed = run_threads(client_loop, (() for _ in range(clients)))
+    summary = latency_summary(latencies, digits=4)
     return {
         "clients": clients,
         "requests": len(bodies),
         "seconds": round(elapsed, 3),
         "requests_per_s": round(len(bodies) / elapsed, 2),
         "tokens_per_s": round(len(bodies) * TOKENS / elapsed, 1),
-        "latency_p50_s": round(statistics.median(ordered), 4),
-        "latency_p95_s": round(ordered[max(0, int(0.95 * len(ordered)) - 1)], 4),
+        "latency_p50_s": summary["p50_s"],
+        "latency_p95_s": summary["p95_s"],
         "errors": len(errors),
         "error_samples": errors[:3],
     }
