@@ -3,21 +3,19 @@ hold to talk, click to talk, the answer's speech played, and the stop button."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package)")
 
+from browser import FAKE_MICROPHONE_ARGS, chromium_page
+
 from omnilm.serve import ServeSettings, create_app
 from omnilm.serve.background import BackgroundServer
 
 pytestmark = pytest.mark.requires_tool("chromium", "espeak-ng")
 KEY = "voice-web-key"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
-                 "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
 
 
 @pytest.fixture(scope="module")
@@ -39,51 +37,44 @@ def question_wav(tmp_path_factory):
 
 
 def test_voice_mode_hold_click_and_stop(server, question_wav, tmp_path):
-    args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={question_wav}"]
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=args, headless=True)
-        try:
-            page = browser.new_page()
-            problems: list[str] = []
-            page.on("pageerror", lambda err: problems.append(str(err)))
-            page.goto(server.url + "/")
-            assert page.locator("#voice-row").is_visible()
-            assert page.locator("#voice option").all_inner_texts()[:2] == ["alloy", "ash"]
-            page.fill("#key", KEY)
-            page.locator("#key").dispatch_event("change")
-            page.select_option("#voice", "nova")
-            # hold to talk: press, speak for 1.5 s, release
-            talk = page.locator("#talk")
-            box = talk.bounding_box()
-            page.mouse.move(box["x"] + 5, box["y"] + 5)
-            page.mouse.down()
-            page.wait_for_selector("#talk.recording")
-            page.wait_for_timeout(1500)
-            page.mouse.up()
-            answer = page.locator(".msg.assistant[data-done='true']")
-            answer.wait_for(timeout=60_000)
-            assert page.locator(".msg.user .meta").inner_text() == "[audio: voice question]"
-            assert answer.locator(".text").inner_text().strip(), "the spoken answer has no text"
-            page.wait_for_function("() => window.omnilmSpeech.stats.played >= 1", timeout=30_000)
-            stats = page.evaluate("window.omnilmSpeech.stats")
-            assert stats["chunks"] >= 1
-            page.screenshot(path=str(tmp_path / "voice_mode.png"), full_page=True)
-            # click to talk (click, then click again), then stop the answer's speech while it plays
-            page.evaluate("window.omnilmSpeech.stop()")
-            talk.click()
-            page.wait_for_selector("#talk.recording")
-            page.wait_for_timeout(1200)
-            talk.click()
-            page.wait_for_function("() => window.omnilmSpeech.stats.played >= 2", timeout=60_000)
-            assert page.evaluate("document.body.dataset.speaking") == "true"
-            page.click("#stop-speech")
-            assert page.evaluate("document.body.dataset.speaking") == "false"
-            assert page.evaluate("window.omnilmSpeech.current === null && window.omnilmSpeech.queue.length === 0")
-            page.locator(".msg.assistant[data-done='true']").nth(1).wait_for(timeout=60_000)
-            assert page.locator(".msg.user").count() == 2 and page.locator(".msg.error").count() == 0
-            assert not problems, problems
-        finally:
-            browser.close()
+    microphone = f"--use-file-for-fake-audio-capture={question_wav}"
+    with chromium_page(*FAKE_MICROPHONE_ARGS, microphone) as (page, problems):
+        page.goto(server.url + "/")
+        assert page.locator("#voice-row").is_visible()
+        assert page.locator("#voice option").all_inner_texts()[:2] == ["alloy", "ash"]
+        page.fill("#key", KEY)
+        page.locator("#key").dispatch_event("change")
+        page.select_option("#voice", "nova")
+        # hold to talk: press, speak for 1.5 s, release
+        talk = page.locator("#talk")
+        box = talk.bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + 5)
+        page.mouse.down()
+        page.wait_for_selector("#talk.recording")
+        page.wait_for_timeout(1500)
+        page.mouse.up()
+        answer = page.locator(".msg.assistant[data-done='true']")
+        answer.wait_for(timeout=60_000)
+        assert page.locator(".msg.user .meta").inner_text() == "[audio: voice question]"
+        assert answer.locator(".text").inner_text().strip(), "the spoken answer has no text"
+        page.wait_for_function("() => window.omnilmSpeech.stats.played >= 1", timeout=30_000)
+        stats = page.evaluate("window.omnilmSpeech.stats")
+        assert stats["chunks"] >= 1
+        page.screenshot(path=str(tmp_path / "voice_mode.png"), full_page=True)
+        # click to talk (click, then click again), then stop the answer's speech while it plays
+        page.evaluate("window.omnilmSpeech.stop()")
+        talk.click()
+        page.wait_for_selector("#talk.recording")
+        page.wait_for_timeout(1200)
+        talk.click()
+        page.wait_for_function("() => window.omnilmSpeech.stats.played >= 2", timeout=60_000)
+        assert page.evaluate("document.body.dataset.speaking") == "true"
+        page.click("#stop-speech")
+        assert page.evaluate("document.body.dataset.speaking") == "false"
+        assert page.evaluate("window.omnilmSpeech.current === null && window.omnilmSpeech.queue.length === 0")
+        page.locator(".msg.assistant[data-done='true']").nth(1).wait_for(timeout=60_000)
+        assert page.locator(".msg.user").count() == 2 and page.locator(".msg.error").count() == 0
+        assert not problems, problems
 
 
 @pytest.mark.real
@@ -95,20 +86,15 @@ def test_voice_mode_transcribes_first_for_a_model_that_does_not_hear(question_wa
 
     app = create_app(tiny_model(("image",)), ServeSettings(default_max_tokens=16),
                      VoiceSettings(asr="pkg:whisper-base", asr_beams=1))
-    args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={question_wav}"]
-    with BackgroundServer(app) as server, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=args, headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(server.url + "/")
-            assert page.locator("#voice-row").is_visible() and not page.locator("#mic").is_visible()
-            page.click("#talk")
-            page.wait_for_selector("#talk.recording")
-            page.wait_for_timeout(3500)  # the whole question (the fake microphone loops the file)
-            page.click("#talk")
-            page.locator(".msg.assistant[data-done='true']").wait_for(timeout=120_000)
-            heard = page.locator(".msg.user .text").inner_text().lower()
-            assert "colour" in heard or "color" in heard, heard
-            assert page.locator(".msg.error").count() == 0
-        finally:
-            browser.close()
+    microphone = f"--use-file-for-fake-audio-capture={question_wav}"
+    with BackgroundServer(app) as server, chromium_page(*FAKE_MICROPHONE_ARGS, microphone) as (page, _):
+        page.goto(server.url + "/")
+        assert page.locator("#voice-row").is_visible() and not page.locator("#mic").is_visible()
+        page.click("#talk")
+        page.wait_for_selector("#talk.recording")
+        page.wait_for_timeout(3500)  # the whole question (the fake microphone loops the file)
+        page.click("#talk")
+        page.locator(".msg.assistant[data-done='true']").wait_for(timeout=120_000)
+        heard = page.locator(".msg.user .text").inner_text().lower()
+        assert "colour" in heard or "color" in heard, heard
+        assert page.locator(".msg.error").count() == 0

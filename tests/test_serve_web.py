@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
@@ -12,11 +11,11 @@ from PIL import Image
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package)")
 
+from browser import chromium_page
+
 from omnilm.serve import ServeSettings, create_app  # noqa: E402
 from omnilm.serve.background import BackgroundServer  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 KEY = "web-key"
 
 
@@ -39,44 +38,37 @@ def test_page_names_the_model_and_needs_no_key(server):
 def test_upload_image_ask_and_see_the_streamed_answer(server, tmp_path):
     picture = tmp_path / "red.png"
     Image.new("RGB", (48, 48), "red").save(picture)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            problems: list[str] = []
-            page.on("pageerror", lambda err: problems.append(str(err)))
-            page.goto(server.url + "/")
-            assert page.locator("#model-name").inner_text() == "tiny"
-            assert page.locator("#modalities .badge").all_inner_texts() == ["text", "image", "audio", "video"]
-            page.fill("#key", KEY)
-            page.locator("#key").dispatch_event("change")
-            page.set_input_files("#image-input", str(picture))
-            page.wait_for_selector("#attachments span:has-text('red.png')")
-            # count how many times the answer's text changes while it streams
-            page.evaluate("""() => { window.updates = 0; new MutationObserver(() => window.updates++)
-                .observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true}); }""")
-            page.fill("#prompt", "What colour is the shape?")
-            page.click("#send")
-            answer = page.locator(".msg.assistant[data-done='true']")
-            answer.wait_for(timeout=60_000)
-            page.screenshot(path=str(tmp_path / "web_chat.png"), full_page=True)
-            assert page.locator(".msg.user img").count() == 1
-            assert page.locator(".msg.user .text").inner_text() == "What colour is the shape?"
-            text = answer.locator(".text").inner_text()
-            meta = answer.locator(".meta").inner_text()
-            assert text.strip(), "the answer is empty"
-            assert "completion tokens" in meta, meta
-            assert page.evaluate("window.updates") >= 3, "the answer arrived in one piece, not streamed"
-            # second turn: an audio file, converted to 16 kHz WAV in the browser, in the same conversation
-            page.set_input_files("#audio-input", str(_tone(tmp_path / "tone.ogg")))
-            page.wait_for_selector("#attachments span:has-text('tone.ogg')")
-            page.fill("#prompt", "And what do you hear?")
-            page.press("#prompt", "Enter")
-            page.locator(".msg.assistant[data-done='true']").nth(1).wait_for(timeout=60_000)
-            assert page.locator(".msg.error").count() == 0, page.locator(".msg.error").all_inner_texts()
-            assert not problems, problems
-        finally:
-            browser.close()
+    with chromium_page() as (page, problems):
+        page.goto(server.url + "/")
+        assert page.locator("#model-name").inner_text() == "tiny"
+        assert page.locator("#modalities .badge").all_inner_texts() == ["text", "image", "audio", "video"]
+        page.fill("#key", KEY)
+        page.locator("#key").dispatch_event("change")
+        page.set_input_files("#image-input", str(picture))
+        page.wait_for_selector("#attachments span:has-text('red.png')")
+        # count how many times the answer's text changes while it streams
+        page.evaluate("""() => { window.updates = 0; new MutationObserver(() => window.updates++)
+            .observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true}); }""")
+        page.fill("#prompt", "What colour is the shape?")
+        page.click("#send")
+        answer = page.locator(".msg.assistant[data-done='true']")
+        answer.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "web_chat.png"), full_page=True)
+        assert page.locator(".msg.user img").count() == 1
+        assert page.locator(".msg.user .text").inner_text() == "What colour is the shape?"
+        text = answer.locator(".text").inner_text()
+        meta = answer.locator(".meta").inner_text()
+        assert text.strip(), "the answer is empty"
+        assert "completion tokens" in meta, meta
+        assert page.evaluate("window.updates") >= 3, "the answer arrived in one piece, not streamed"
+        # second turn: an audio file, converted to 16 kHz WAV in the browser, in the same conversation
+        page.set_input_files("#audio-input", str(_tone(tmp_path / "tone.ogg")))
+        page.wait_for_selector("#attachments span:has-text('tone.ogg')")
+        page.fill("#prompt", "And what do you hear?")
+        page.press("#prompt", "Enter")
+        page.locator(".msg.assistant[data-done='true']").nth(1).wait_for(timeout=60_000)
+        assert page.locator(".msg.error").count() == 0, page.locator(".msg.error").all_inner_texts()
+        assert not problems, problems
     assert (tmp_path / "web_chat.png").stat().st_size > 1000
     print(f"screenshot: {tmp_path / 'web_chat.png'}")
 
