@@ -104,3 +104,15 @@ def test_flite_speaks_text_given_as_data(questions, tmp_path):
     samples, rate = soundfile.read(path)
     assert rate == 16_000 and len(samples) / rate > 1.0
     assert not Path("/tmp/owned").exists()  # the text was never read as options
+
+
+@pytest.mark.requires_tool("espeak-ng")
+def test_espeak_speaks_a_text_that_looks_like_an_option(tmp_path):
+    import soundfile
+
+    from omnilm.data.easy_vqa import speak
+
+    path = tmp_path / "dash.wav"
+    speak("-w /tmp/omnilm-owned.wav is the shape red?", "en-us", path)
+    samples, _ = soundfile.read(path)
+    assert len(samples) > 0 and not Path("/tmp/omnilm-owned.wav").exists()  # spoken, not taken as -w FILE

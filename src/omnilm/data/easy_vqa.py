@@ -132,13 +132,14 @@ def espeak_binary() -> str:
 
 def speak(text: str, voice: str, path: Path, *, speed: int | None = None, pitch: int | None = None) -> None:
     """Write ``text`` spoken by espeak-ng ``voice`` to the WAV file ``path`` as espeak writes it; ``speed`` (words
-    per minute) and ``pitch`` (0-99) are passed on when given, else the voice's own apply."""
-    command = [espeak_binary(), "-v", voice]
+    per minute) and ``pitch`` (0-99) are passed on when given, else the voice's own apply. The text goes to
+    espeak-ng on stdin, so a text that starts with "-" is spoken, never read as an option."""
+    command = [espeak_binary(), "--stdin", "-b", "1", "-v", voice]  # the text on stdin (UTF-8), never in argv
     command += ["-s", str(speed)] if speed is not None else []
     command += ["-p", str(pitch)] if pitch is not None else []
     with atomic_path(path) as tmp:
-        result = subprocess.run([*command, "-w", str(tmp), text], check=False, capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run([*command, "-w", str(tmp)], input=text, check=False, capture_output=True, text=True,
+                                encoding="utf-8", timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip() or result.returncode}")
 
