@@ -109,20 +109,22 @@ class WhisperTranscriber(nn.Module):
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-def load_transcriber(config, source: str) -> WhisperTranscriber:
-    """The Whisper ASR of an `AudioConfig` in transcribe mode, loaded from `source` (a local dir or hub id)."""
+def load_whisper(source: str, dtype: str) -> tuple:
+    """Whisper for speech recognition from `source` (a local dir or hub id): the model (eval, frozen), its feature
+    extractor and its tokenizer."""
     import transformers
 
     from omnilm.config import torch_dtype
 
-    whisper = transformers.WhisperForConditionalGeneration.from_pretrained(source, dtype=torch_dtype(config.dtype))
-    return WhisperTranscriber(
-        whisper.eval(),
-        transformers.WhisperFeatureExtractor.from_pretrained(source),
-        transformers.AutoTokenizer.from_pretrained(source),
-        prompt=config.transcribe_prompt,
-        num_beams=config.transcribe_beams,
-    ).requires_grad_(False)
+    whisper = transformers.WhisperForConditionalGeneration.from_pretrained(source, dtype=torch_dtype(dtype))
+    return (whisper.eval().requires_grad_(False), transformers.WhisperFeatureExtractor.from_pretrained(source),
+            transformers.AutoTokenizer.from_pretrained(source))
+
+
+def load_transcriber(config, source: str) -> WhisperTranscriber:
+    """The Whisper ASR of an `AudioConfig` in transcribe mode, loaded from `source` (a local dir or hub id)."""
+    return WhisperTranscriber(*load_whisper(source, config.dtype), prompt=config.transcribe_prompt,
+                              num_beams=config.transcribe_beams).requires_grad_(False)
 
 
 def _lead_with_silence(clip: np.ndarray, window: int) -> np.ndarray:

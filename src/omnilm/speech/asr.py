@@ -81,15 +81,10 @@ class Recognizer:
     @classmethod
     def load(cls, ref: str, *, dtype: str = "float32", num_beams: int = 5) -> Recognizer:
         """The Whisper at `ref` (a `pkg:` reference such as pkg:whisper-base, a directory or a hub id)."""
-        import transformers
-
-        from omnilm.config import torch_dtype
+        from omnilm.encoders.audio import load_whisper
         from omnilm.sources import resolve_source
 
-        source = resolve_source(ref)
-        whisper = transformers.WhisperForConditionalGeneration.from_pretrained(source, dtype=torch_dtype(dtype))
-        return cls(whisper.eval().requires_grad_(False), transformers.WhisperFeatureExtractor.from_pretrained(source),
-                   transformers.AutoTokenizer.from_pretrained(source), name=ref, num_beams=num_beams)
+        return cls(*load_whisper(resolve_source(ref), dtype), name=ref, num_beams=num_beams)
 
     @classmethod
     def of_transcriber(cls, transcriber) -> Recognizer:
