@@ -123,7 +123,7 @@ def test_registers_with_drop_cls_are_refused(tmp_path):
 
 
 def test_unknown_format_lists_the_known_ones(tmp_path):
-    with pytest.raises(ExportError, match=r"unknown export format 'onnx'; choose one of \['gguf', 'hf-llava', 'hf-ultravox'\]"):
+    with pytest.raises(ExportError, match=r"unknown export format 'onnx'; choose one of \['gguf', 'hf-llava', 'hf-ultravox', 'llama.cpp'\]"):
         export(tiny_model(("image",)), tmp_path / "x", to="onnx")
 
 
@@ -138,4 +138,9 @@ def test_command_line_exports_and_refuses(tmp_path, capsys):
     assert main(["export", str(tmp_path / "resblock"), str(tmp_path / "no"), "--to", "hf-llava", "--check"]) == 2
     assert "connectors.image.type 'resblock'" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "resblock"), str(tmp_path / "no"), "--to", "hf-llava"]) == 2
+    assert not (tmp_path / "no").exists()
+    assert main(["export", str(tmp_path / "model"), str(tmp_path / "no"), "--to", "hf-llava", "--quant", "Q8_0"]) == 2
+    assert "--quant is an option of --to gguf and --to llama.cpp" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "model"), str(tmp_path / "no"), "--to", "llama.cpp", "--check"]) == 2
+    assert "ggml-org/llama.cpp#25814" in capsys.readouterr().err  # a CLIP tower: refused, nothing written
     assert not (tmp_path / "no").exists()

@@ -7,12 +7,16 @@ import argparse
 from omnilm.cli.common import add_command
 from omnilm.export import FORMATS
 
+QUANTIZED = ("gguf", "llama.cpp")  # the formats whose LLM is a GGUF of a chosen type
+
 EXAMPLE = """example:
   omnilm export runs/llava-stage2 out/llava --to hf-llava   # then: vllm serve out/llava
   omnilm export runs/speech/model out/ultravox --to hf-ultravox
   omnilm export runs/quickstart/model out/x --to hf-llava --check   # can it? (no: pooled tokens, audio)
   omnilm export runs/quickstart/model runs/quickstart-q4 --to gguf --quant Q4_K_M
-  omnilm chat runs/quickstart-q4            # a GGUF export loads with the llama.cpp engine"""
+  omnilm chat runs/quickstart-q4            # a GGUF export loads with the llama.cpp engine
+  omnilm export runs/clip-llava out/llamacpp --to llama.cpp --quant Q8_0
+                                            # then: llama-mtmd-cli -m out/llamacpp/model.gguf --mmproj out/llamacpp/mmproj.gguf"""
 
 
 def register(subparsers) -> None:
@@ -28,7 +32,7 @@ def register(subparsers) -> None:
                         help=f"one of {', '.join(FORMATS)}")
     parser.add_argument("--check", action="store_true", help="only say whether MODEL can be exported")
     parser.add_argument("--quant", default=None,
-                        help="gguf: F16, BF16, F32, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M (default), Q4_K_S, Q4_0, ...")
+                        help="gguf and llama.cpp: F16, BF16, F32, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M (default), Q4_K_S, Q4_0, ...")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = {}
     if args.quant is not None:
-        if args.to != "gguf":
-            raise ExportError(f"--quant is an option of --to gguf, not of --to {args.to}")
+        if args.to not in QUANTIZED:
+            raise ExportError(f"--quant is an option of --to {' and --to '.join(QUANTIZED)}, not of --to {args.to}")
         from omnilm.llamacpp.convert import check_quant
 
         options["quant"] = check_quant(args.quant)  # before the (slow) model load

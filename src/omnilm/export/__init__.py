@@ -39,6 +39,8 @@ FORMATS: dict[str, ExportFormat] = {
                                                               "as vLLM's UltravoxModel loads it"),
     "gguf": ExportFormat("omnilm.export.gguf", "the LLM as GGUF (LoRA merged, llama.cpp's quantizer: --quant) + the "
                                                "media parts, for omnilm's llama.cpp engine (every part works)"),
+    "llama.cpp": ExportFormat("omnilm.export.llama_cpp", "text GGUF + mmproj GGUF + Ollama Modelfile for stock "
+                                                          "llama.cpp / Ollama (SigLIP + mlp, Whisper + swiglu)"),
 }
 
 

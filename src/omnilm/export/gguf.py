@@ -54,28 +54,38 @@ def export_gguf(model, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
     return out
 
 
-def write(lm, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
-    """Write directory `out` (atomically replaced) for `lm`; the model itself is not modified."""
+def write_llm(lm, target: Path, *, quant: str, chat_template: str | None = None) -> None:
+    """The LLM of `lm` (LoRA merged into a copy) as one GGUF file `target` of type `quant`, with its own
+    tokenizer, and `chat_template` in place of the tokenizer's when given."""
     import transformers
 
+    llm = lm.model.llm
+    if lm.config.lora is not None:  # fold the adapters into a copy: the caller's model keeps them
+        llm = copy.deepcopy(llm).merge_and_unload()
+    with tempfile.TemporaryDirectory(prefix="omnilm-gguf-") as tmp:
+        hf_dir = Path(tmp) / "llm"
+        llm.save_pretrained(hf_dir)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_source(lm.config.llm.source))
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        tokenizer.save_pretrained(hf_dir)
+        if quant in FLOAT_TYPES:
+            convert(hf_dir, target, outtype=FLOAT_TYPES[quant])
+        else:
+            floats = Path(tmp) / "llm-float.gguf"
+            convert(hf_dir, floats, outtype="bf16" if lm.config.llm.dtype == "bfloat16" else "f16")
+            quantize(floats, target, quant=quant)
+
+
+def write(lm, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
+    """Write directory `out` (atomically replaced) for `lm`; the model itself is not modified."""
     lc = require_llama_cpp()
     config = copy.deepcopy(lm.config)
     llm = lm.model.llm
-    if config.lora is not None:  # fold the adapters into a copy: the caller's model keeps them
-        llm = copy.deepcopy(llm).merge_and_unload()
 
     def write_parts(staging: Path) -> dict:
-        with tempfile.TemporaryDirectory(prefix="omnilm-gguf-") as tmp:
-            hf_dir = Path(tmp) / "llm"
-            llm.save_pretrained(hf_dir)
-            transformers.AutoTokenizer.from_pretrained(resolve_source(config.llm.source)).save_pretrained(hf_dir)
-            target = staging / GGUF_FILE
-            if quant in FLOAT_TYPES:
-                convert(hf_dir, target, outtype=FLOAT_TYPES[quant])
-            else:
-                floats = Path(tmp) / "llm-float.gguf"
-                convert(hf_dir, floats, outtype="bf16" if config.llm.dtype == "bfloat16" else "f16")
-                quantize(floats, target, quant=quant)
+        target = staging / GGUF_FILE
+        write_llm(lm, target, quant=quant)
         facts = gguf_facts(target)
         eos = llm.generation_config.eos_token_id
         GGUFManifest(

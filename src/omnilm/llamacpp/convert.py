@@ -66,10 +66,11 @@ def converter_dir() -> Path:
     return root
 
 
-def convert(hf_dir: Path, out_file: Path, *, outtype: str) -> None:
-    """Write `hf_dir` (a transformers causal LM with its tokenizer) as one GGUF of float type `outtype`."""
+def convert(hf_dir: Path, out_file: Path, *, outtype: str, mmproj: bool = False) -> None:
+    """Write `hf_dir` (a transformers causal LM with its tokenizer) as one GGUF of float type `outtype`; with
+    `mmproj`, its media encoder and projector instead (a Llava or Ultravox directory), as llama.cpp's mmproj."""
     command = [sys.executable, str(_RUNNER), str(converter_dir()), str(hf_dir), "--outfile", str(out_file),
-               "--outtype", outtype]
+               "--outtype", outtype, *(["--mmproj"] if mmproj else [])]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not out_file.is_file():
         raise OmniError(f"llama.cpp's converter failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
