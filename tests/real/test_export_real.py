@@ -57,3 +57,39 @@ def test_whisper_swiglu_qwen_exports_to_ultravox(tmp_path):
     assert greedy(reference, theirs, processor.tokenizer, suppress=suppress, steps=4) == lm.chat(omni, max_new_tokens=4)
     del reference, lm
     gc.collect()
+
+
+def test_whisper_swiglu_qwen_through_stock_llama_cpp(tmp_path):
+    """Packaged Whisper-base + swiglu + Qwen2.5-0.5B exported --to llama.cpp: stock llama-cpp-python's mtmd
+    (tests/stock_llamacpp.py) gives omnilm's prompt tokens and greedy tokens on a clip filling the 30 s window."""
+    pytest.importorskip("llama_cpp")
+    import io
+
+    import numpy as np
+    import soundfile as sf
+    from stock_llamacpp import StockPair
+    from test_export_llamacpp import WINDOW_CLIP_SAMPLES, _omnilm_greedy
+
+    from omnilm.config import AudioConfig, ConnectorConfig
+
+    torch.manual_seed(0)
+    lm = OmniLM.from_config(OmniConfig(llm=LLMConfig(source="pkg:qwen2.5-0.5b-instruct", dtype="float32"),
+                                       audio=AudioConfig(source="pkg:whisper-base", stack_factor=4),
+                                       connectors={"audio": ConnectorConfig(type="swiglu")}))
+    out = export(lm, tmp_path / "pair", to="llama.cpp", quant="F32")
+    clip = (np.random.default_rng(0).standard_normal(WINDOW_CLIP_SAMPLES) * 0.05).astype(np.float32)
+    wav = io.BytesIO()
+    sf.write(wav, clip, 16_000, format="WAV", subtype="FLOAT")
+    omni = [{"role": "user", "content": [{"type": "audio", "audio": (clip, 16_000)}, {"type": "text", "text": "Hi"}]}]
+    stock_messages = [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}},
+                                                   {"type": "text", "text": "Hi"}]}]
+    stock = StockPair(str(out / "model.gguf"), str(out / "mmproj.gguf"))
+    try:
+        their_prompt, theirs, _ = stock.greedy(stock.render(stock_messages), [wav.getvalue()], max_new_tokens=6)
+    finally:
+        stock.close()
+    our_prompt, ours, _ = _omnilm_greedy(lm, omni)
+    assert their_prompt == our_prompt and their_prompt.count(-1) == 375  # 1500 encoder frames / 4
+    assert theirs == ours[:6] and len(theirs) >= 3
+    del lm
+    gc.collect()
