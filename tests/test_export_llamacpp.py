@@ -82,11 +82,7 @@ def _assert_same_answer(lm: OmniLM, out, omni_messages: list[dict], stock_messag
     np.testing.assert_allclose(their_first[:vocab], our_first.numpy(), atol=3e-2, rtol=0)
 
 
-@pytest.mark.parametrize("color", ["red", "blue"])
-def test_siglip_image_model_answers_the_same_through_stock_llama_cpp(tmp_path, siglip_tower, color):
-    lm = OmniLM.from_config(tiny_config(("image",), vision=VisionConfig(source=siglip_tower, feature_layer=-2)))
-    out = export(lm, tmp_path / "pair", to="llama.cpp", quant="F32")
-    assert {p.name for p in out.iterdir()} == {"model.gguf", "mmproj.gguf", "Modelfile"}
+def _assert_same_image_answer(lm: OmniLM, out, color: str) -> None:
     image = make_shape_image(color, size=32)  # square at the tower's size: llama.cpp letterboxes, omnilm crops
     png = io.BytesIO()
     image.save(png, format="PNG")
@@ -94,6 +90,14 @@ def test_siglip_image_model_answers_the_same_through_stock_llama_cpp(tmp_path, s
     stock = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}},
                                           {"type": "text", "text": QUESTION}]}]
     _assert_same_answer(lm, out, omni, stock, png.getvalue())
+
+
+@pytest.mark.parametrize("color", ["red", "blue"])
+def test_siglip_image_model_answers_the_same_through_stock_llama_cpp(tmp_path, siglip_tower, color):
+    lm = OmniLM.from_config(tiny_config(("image",), vision=VisionConfig(source=siglip_tower, feature_layer=-2)))
+    out = export(lm, tmp_path / "pair", to="llama.cpp", quant="F32")
+    assert {p.name for p in out.iterdir()} == {"model.gguf", "mmproj.gguf", "Modelfile"}
+    _assert_same_image_answer(lm, out, color)
 
 
 def test_speech_model_answers_the_same_through_stock_llama_cpp(tmp_path, whisper_encoder):
@@ -166,10 +170,4 @@ def test_clip_tower_through_stock_llama_cpp_once_upstream_orders_cls_first(tmp_p
     out = tmp_path / "pair"
     out.mkdir()
     llama_cpp.write(lm, out, quant="F32")  # past check(), which refuses CLIP towers for this bug
-    image = make_shape_image("red", size=32)
-    png = io.BytesIO()
-    image.save(png, format="PNG")
-    omni = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}]
-    stock = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}},
-                                          {"type": "text", "text": QUESTION}]}]
-    _assert_same_answer(lm, out, omni, stock, png.getvalue())
+    _assert_same_image_answer(lm, out, "red")
