@@ -98,6 +98,44 @@ def test_several_sequences_decode_in_one_batch(engine, monkeypatch):
     assert max(widths) == 3  # one decode call advanced three sequences
 
 
+def test_more_requests_than_sequences_join_as_rows_finish(engine, monkeypatch):
+    budgets = [3, 12, 5, 9, 4, 7]  # six requests, four sequences: the 5th and 6th join when rows finish
+    alone = [engine.chat(ask(f"question {i}"), max_new_tokens=n, ignore_eos=True) for i, n in enumerate(budgets)]
+    widths = []
+    original = engine.runtime.decode_tokens
+    def step_width(rows) -> int:  # sequences advanced by one token each (a step, or the prefill's last tokens)
+        seqs = {r[0] for r in rows}
+        return len(seqs) if len(seqs) == len(rows) else 0
+
+    monkeypatch.setattr(engine.runtime, "decode_tokens", lambda rows: (widths.append(step_width(rows)), original(rows))[1])
+    requests = [omnilm.generation.GenerationRequest(ask(f"question {i}"), omnilm.generation.GenerationSettings(
+        max_new_tokens=n, ignore_eos=True)) for i, n in enumerate(budgets)]
+    assert engine.generate_requests(requests) == alone
+    assert max(widths) == 4  # never more rows than sequences
+    # the newcomers decode beside the rows still running: all six in about the longest one's 12 tokens (one
+    # batch after the other took 3 + 11 + 6 decodes)
+    assert sum(1 for w in widths if w) <= max(budgets) + 2
+
+
+def test_a_late_request_joins_the_running_rows_in_the_server(engine):
+    from test_serve_continuous import LONG, SHORT, finish, submit
+
+    from omnilm.serve.batching import BatchScheduler
+
+    scheduler = BatchScheduler(engine, batch_wait_ms=0)
+    try:
+        long = submit(scheduler, ask(LONG), max_new_tokens=200)
+        first = long.get(timeout=60)[0]  # the long answer is decoding
+        assert first[0] == "delta"
+        short_text, short_done = finish(submit(scheduler, ask(SHORT), max_new_tokens=3))
+        long_text, long_done = finish(long)
+    finally:
+        scheduler.close(timeout=120)
+    assert short_done < long_done  # joined at the next step, not after the long answer
+    assert first[1] + long_text == engine.chat(ask(LONG), max_new_tokens=200, ignore_eos=True)
+    assert short_text == engine.chat(ask(SHORT), max_new_tokens=3, ignore_eos=True)
+
+
 def test_sampling_is_seeded_and_ignore_eos_fills_the_budget(engine):
     settings = {"temperature": 1.0, "top_p": 0.9, "top_k": 50, "max_new_tokens": 12, "seed": 7}
     first = engine.chat(ask("hi"), **settings)

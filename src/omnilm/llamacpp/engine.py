@@ -2,8 +2,9 @@
 
 Each request is tokenized by omnilm's processor and its media encoded by omnilm's encoders and connectors;
 the features go into llama.cpp as embeddings. Up to `n_seq` requests decode together, one llama.cpp
-sequence each; text streams, stop strings and budgets go through the PyTorch path's `RowTracker`. A
-sequence's KV cache stays after its answer, so the next turn of that conversation decodes only what is new.
+sequence each, and a request joins as soon as a sequence is free (omnilm.llamacpp.stepping); text streams,
+stop strings and budgets go through the PyTorch path's `Row`. A sequence's KV cache stays after its answer,
+so the next turn of that conversation decodes only what is new.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from omnilm.chat import Conversation, normalize_conversation
 from omnilm.errors import OmniError
-from omnilm.generation import GenerationRequest, RowTracker
+from omnilm.generation import GenerationRequest
 from omnilm.llamacpp.native import Runtime
 from omnilm.llamacpp.prompt import Prompt, build_prompts, shared_prefix
 from omnilm.llamacpp.sampling import RowSampler, check_supported
@@ -44,7 +45,7 @@ class LlamaCppLM(OmniLM):
         self.eos_ids = set(eos_ids) | ({processor.tokenizer.eos_token_id} - {None})
         self.default_penalty = default_penalty
         self._slots = [_Slot() for _ in range(runtime.n_seq)]
-        self._lock = threading.Lock()  # one generation at a time owns the context
+        self._lock = threading.RLock()  # one caller at a time owns the context (re-entered by its step batch)
 
     def save(self, directory, *, full: bool = False):
         raise OmniError("a llama.cpp model is already an exported directory: copy it, or save the PyTorch model "
@@ -53,23 +54,30 @@ class LlamaCppLM(OmniLM):
     def generate_requests(self, requests: list[GenerationRequest]) -> list[str]:
         """Generate every request (any mix of settings), streaming each one's events to its sink.
 
-        A request that cannot be prepared (bad media, unsupported setting) gets its own error; the others go on.
-        Returns each request's text ("" for one that failed)."""
+        Up to `n_seq` decode together; the others join as rows finish. A request that cannot be prepared (bad
+        media, unsupported setting) gets its own error; the others go on. Returns each request's text ("" for
+        one that failed)."""
+        batch, waiting, rows = self.step_batch(), list(requests), {}
         with self._lock:
-            ready = []
-            for request in requests:
-                try:
-                    check_supported(request.settings)
-                    ready.append(request)
-                except Exception as err:  # noqa: BLE001 - reported to this request only
+            try:
+                while waiting or len(batch):
+                    room = batch.max_rows - len(batch)
+                    if waiting and room:  # they leave `waiting` once joined: a failure before is theirs to hear
+                        rows.update({id(row.request): row for row in batch.join(waiting[:room])})
+                        waiting = waiting[room:]
+                    if len(batch):
+                        batch.step()
+            except BaseException as err:  # the running rows got it from the batch; the waiting ones get it here
+                for request in waiting:
                     _send(request, ("error", err))
-            prepared = [(r, p) for r, p in zip(ready, self._prompts(ready), strict=True) if p is not None]
-            texts = {}
-            for start in range(0, len(prepared), self.runtime.n_seq):
-                chunk = prepared[start:start + self.runtime.n_seq]
-                for (request, _), text in zip(chunk, self._generate(chunk), strict=True):
-                    texts[id(request)] = text
-            return [texts.get(id(r), "") for r in requests]
+                raise
+        return [rows[id(r)].text if id(r) in rows else "" for r in requests]
+
+    def step_batch(self):
+        """An empty running batch of this model's llama.cpp sequences (continuous batching)."""
+        from omnilm.llamacpp.stepping import LlamaStepBatch
+
+        return LlamaStepBatch(self)
 
     def chat_batch(self, conversations: list, **gen) -> list[str]:
         from omnilm.generation import GenerationSettings
@@ -116,49 +124,10 @@ class LlamaCppLM(OmniLM):
             out.append(prompt)
         return out
 
-    def _generate(self, chunk: list[tuple[GenerationRequest, Prompt]]) -> list[str]:
-        requests = [r for r, _ in chunk]
-        prompts = [p for _, p in chunk]
-        rows = RowTracker(requests, self.processor.tokenizer, self.eos_ids, [len(p) for p in prompts])
-        seqs = self._assign(prompts)
-        samplers = []
-        try:
-            self._make_room(prompts, seqs, requests)
-            for request in requests:
-                samplers.append(RowSampler(self.runtime.lc, request.settings, n_vocab=self.runtime.n_vocab,
-                                           eos_ids=self.eos_ids, default_penalty=self.default_penalty))
-            last = self._prefill(seqs, prompts, samplers)  # each row's newest token (not yet in the KV cache)
-            for row, token in zip(rows.rows, last, strict=True):
-                row.add(token, token in self.eos_ids)
-            while True:
-                live = [i for i, row in enumerate(rows.rows) if not row.done]
-                for i in live:
-                    if requests[i].cancelled.is_set():
-                        rows.rows[i].finish("cancelled")
-                live = [i for i in live if not rows.rows[i].done]
-                if not live:
-                    break
-                batch = [(seqs[i], len(self._slots[seqs[i]].keys), last[i], True) for i in live]
-                self.runtime.decode_tokens(batch)
-                for j, i in enumerate(live):
-                    self._slots[seqs[i]].keys.append(last[i])
-                    last[i] = samplers[i].next(self.runtime, j, len(rows.rows[i].tokens))
-                    rows.rows[i].add(last[i], last[i] in self.eos_ids)
-        except BaseException as err:
-            for seq in seqs:  # their cache state is unknown now
-                self.runtime.forget(seq)
-                self._slots[seq].keys = []
-            rows.fail(err)
-            raise
-        finally:
-            for sampler in samplers:
-                sampler.close()
-        rows.finish_all("length")
-        return [row.text for row in rows.rows]
-
-    def _assign(self, prompts: list[Prompt]) -> list[int]:
-        """A sequence per prompt: the one whose cache shares the longest prefix with it, else the stalest."""
-        free = set(range(len(self._slots)))
+    def _assign(self, prompts: list[Prompt], busy: set[int]) -> list[int]:
+        """A sequence per prompt, none of the `busy` ones: the one whose cache shares the longest prefix with
+        it, else the stalest."""
+        free = set(range(len(self._slots))) - busy
         seqs = []
         for prompt in prompts:
             best = max(free, key=lambda s: (shared_prefix(self._slots[s].keys, prompt.keys), -self._slots[s].used))
@@ -167,15 +136,17 @@ class LlamaCppLM(OmniLM):
             self._slots[best].used = time.monotonic()
         return seqs
 
-    def _make_room(self, prompts: list[Prompt], seqs: list[int], requests: list[GenerationRequest]) -> None:
-        """Trim each row's sequence to the prefix it shares; evict other sequences' caches until the batch fits."""
+    def _make_room(self, prompts: list[Prompt], seqs: list[int], requests: list[GenerationRequest],
+                   busy: set[int]) -> None:
+        """Trim each row's sequence to the prefix it shares; evict idle sequences' caches until the rows fit (the
+        `busy` ones, decoding, keep theirs and what they may still generate)."""
         need = 0
         for prompt, seq, request in zip(prompts, seqs, requests, strict=True):
             keep = min(shared_prefix(self._slots[seq].keys, prompt.keys), len(prompt) - 1)
             self.runtime.forget(seq, keep)
             self._slots[seq].keys = self._slots[seq].keys[:keep]
             need += len(prompt) - keep + request.settings.max_new_tokens
-        mine = set(seqs)
+        mine = set(seqs) | busy
         others = sorted((s for s in range(len(self._slots)) if s not in mine), key=lambda s: self._slots[s].used)
         while sum(len(s.keys) for s in self._slots) + need > self.runtime.n_ctx and others:
             seq = others.pop(0)

@@ -19,7 +19,7 @@ import threading
 import time
 
 from omnilm.generation import GenerationRequest, PlainPrompt, generate_batch, usage
-from omnilm.serve.continuous import StepBatch, step_wise_model, step_wise_request
+from omnilm.serve.continuous import StepBatch, new_step_batch, step_wise_model, step_wise_request
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ class BatchScheduler:
         return batch
 
     def _continuous_loop(self) -> None:
-        running = StepBatch(self.lm)
+        running = new_step_batch(self.lm)
+        limit = min(self.max_batch_size, running.max_rows or self.max_batch_size)
         while True:
             if not len(running):
                 group = self._next_batch()  # blocks until work comes; None: closing and drained
@@ -123,7 +124,7 @@ class BatchScheduler:
                 self._held = group + self._held  # the group is admitted below like any waiting request
             else:
                 self._take_waiting()
-            joiners = [r for r in self._held if step_wise_request(r)][: self.max_batch_size - len(running)]
+            joiners = [r for r in self._held if step_wise_request(r)][: limit - len(running)]
             self._held = [r for r in self._held if r not in joiners]
             if not len(running) and not joiners and self._held:  # only whole-batch requests wait: serve them
                 batch = self._next_batch_of(self._held)

@@ -29,15 +29,23 @@ from omnilm.generation import GenerationRequest, Row
 
 
 def step_wise_model(lm) -> bool:
-    """Whether `lm` can decode row by row here: an OmniLM on the torch engine without gated cross-attention or
-    sliding windows."""
-    if getattr(lm, "engine", None) != "torch":  # llama.cpp batches its own sequences (lm.generate_requests)
+    """Whether `lm` can decode row by row: an OmniLM on the llama.cpp engine (a sequence per row), or on the
+    torch engine without gated cross-attention or sliding windows."""
+    engine = getattr(lm, "engine", None)
+    if engine == "llama.cpp":
+        return True
+    if engine != "torch":
         return False
     model = getattr(lm, "model", None)
     if model is None or not hasattr(model, "llm") or getattr(model, "fusion", None) is not None:
         return False
     cache = DynamicCache(config=model.llm.config)
     return not any(getattr(layer, "is_sliding", False) for layer in cache.layers)
+
+
+def new_step_batch(lm):
+    """An empty running batch for `lm`: its engine's own (llama.cpp sequences) or the PyTorch KV cache's."""
+    return lm.step_batch() if getattr(lm, "engine", None) == "llama.cpp" else StepBatch(lm)
 
 
 def step_wise_request(request: GenerationRequest) -> bool:
@@ -60,6 +68,8 @@ class _Live:
 
 class StepBatch:
     """The rows decoding together and their shared KV cache."""
+
+    max_rows = None  # no limit of its own: the scheduler's max_batch_size
 
     def __init__(self, lm) -> None:
         self.lm, self.model, self.tokenizer = lm, lm.model, lm.processor.tokenizer

@@ -1,0 +1,137 @@
+"""The native quickstart (`omnilm quickstart --recipe native`) under test.
+
+- robustness: a trained native run's hearing by speech condition (noise, level, tempo, another synthesizer;
+  omnilm.data.speech_conditions), native audio tokens against the Whisper cascade on the same items.
+- ablations: the recipe's design choices (stack factor 4 vs 8, distillation vs cross-entropy only, with vs
+  without the frame-order embedding), each a quickstart trained at the same reduced step budget, two at a
+  time (one thread each) beside the unchanged recipe at that budget.
+
+    OMNILM_NATIVE_RUN=runs/qs-native python bench/run.py bench_native   # the trained run's --out directory
+    OMNILM_NATIVE_PARTS=ablations OMNILM_NATIVE_BUDGET=6 python bench/run.py bench_native
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+ROBUSTNESS_ITEMS = 100  # spoken test questions per condition (the first of the run's typed eval sample)
+ABLATIONS = {  # name → recipe overrides (dotted paths) on top of the native recipe
+    "native": {},
+    "stack-4": {"train.model.config.audio.stack_factor": 4},
+    "cross-entropy": {"train.stage.loss": {"type": "cross_entropy"}},
+    "no-frame-order": {"train.model.config.video.frame_order": False},
+}
+ABLATION_EVAL = {"eval.limit": 300, "eval.spoken_limit": 200, "eval.latency_items": 0, "eval.cascade": False}
+PARALLEL = 2
+
+
+def run() -> dict:
+    parts = os.environ.get("OMNILM_NATIVE_PARTS", "robustness,ablations").split(",")
+    results = {}
+    if "robustness" in parts:
+        results["robustness"] = robustness(Path(os.environ.get("OMNILM_NATIVE_RUN", "runs/qs-native")))
+    if "ablations" in parts:
+        results["ablations"] = ablations(Path(os.environ.get("OMNILM_NATIVE_ABLATIONS", "runs/native-ablations")),
+                                         budget=float(os.environ.get("OMNILM_NATIVE_BUDGET", "6")))
+    return results
+
+
+def robustness(run_dir: Path, items: int = ROBUSTNESS_ITEMS) -> dict:
+    """Accuracy by speech condition, native and cascade, on the run's first `items` typed eval questions."""
+    from omnilm import load
+    from omnilm.data.spoken import build_spoken
+    from omnilm.data.speech_conditions import CONDITIONS
+    from omnilm.evaluation import evaluate
+    from omnilm.evaluation.tasks import load_task
+    from omnilm.io import read_jsonl, write_jsonl
+    from omnilm.quickstart import cascade_records, load_recipe
+
+    data_dir, out = run_dir / "data", run_dir / "robustness"
+    lm = load(run_dir / "model")
+    instruction = load_recipe("native").answer_suffix.strip()
+    source = out / "source" / "eval-typed.jsonl"  # media paths relative to data_dir, as build_spoken wants
+    write_jsonl(source, read_jsonl(data_dir / "eval-typed.jsonl")[:items])
+    table = {}
+    for name in CONDITIONS:
+        built = build_spoken(source, out / name, split="test", media_root=data_dir, condition=name)
+        spoken = Path(built["files"][source.name])
+        rows = read_jsonl(spoken)
+        for row in rows:  # images resolve from the condition's directory
+            row["image"] = [str(data_dir / p) for p in row["image"]] if isinstance(row["image"], list) else str(
+                data_dir / row["image"])
+        write_jsonl(spoken, rows)
+        native = dataclasses.replace(load_task("easy-vqa-spoken"), data=spoken, dataset=None, prompt=instruction)
+        heard = evaluate(lm, native, out / name / "native", batch_size=16)
+        typed = Path(cascade_records(lm, spoken, out / name / "cascade.jsonl", None))
+        cascade = evaluate(lm, dataclasses.replace(load_task("easy-vqa"), data=typed, dataset=None),
+                           out / name / "cascade", batch_size=16)
+        table[name] = {"items": heard["num_items"], "native": heard["metrics"]["vqa_accuracy"],
+                       "cascade": cascade["metrics"]["vqa_accuracy"]}
+        logger.info("%s: native %.3f, cascade %.3f", name, table[name]["native"], table[name]["cascade"])
+    return {"run": str(run_dir), "conditions": table}
+
+
+def ablations(root: Path, *, budget: float) -> dict:
+    """Each variant's quickstart at `budget` minutes of the recipe's steps, PARALLEL at a time; their tables."""
+    from omnilm.quickstart import default_recipe
+
+    base = yaml.safe_load(default_recipe("native").read_text())
+    root.mkdir(parents=True, exist_ok=True)
+    pending = []
+    for name, overrides in ABLATIONS.items():
+        recipe = copy.deepcopy(base)
+        for path, value in {**overrides, **ABLATION_EVAL}.items():
+            _set(recipe, path, value)
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        command = [sys.executable, "-m", "omnilm.cli.main", "quickstart", "--recipe", str(path), "--out",
+                   str(root / name), "--budget-minutes", str(budget)]
+        pending.append((name, command))
+    running, done = [], {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while pending or running:
+        while pending and len(running) < PARALLEL:
+            name, command = pending.pop(0)
+            log = (root / f"{name}.log").open("w")
+            logger.info("ablation %s: %s", name, " ".join(command))
+            running.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        name, process, log = running.pop(0)
+        process.wait()
+        log.close()
+        summary = root / name / "summary.json"
+        done[name] = json.loads(summary.read_text()) if summary.is_file() else {"error": f"exit {process.returncode}"}
+    return {"budget_minutes": budget, "variants": {name: _headline(s) for name, s in done.items()}}
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def _headline(summary: dict) -> dict:
+    """Accuracy of each eval kind (and the video order questions) and the run's seconds, from summary.json."""
+    if "error" in summary:
+        return summary
+    from omnilm.data.easy_vqa_video import ORDER_CATEGORIES
+
+    out = {kind: r["metrics"]["vqa_accuracy"] for kind, r in summary["results"].items()}
+    video = summary["results"].get("video")
+    if video:
+        by = video["by_category"]
+        count = sum(by[c]["count"] for c in ORDER_CATEGORIES if c in by)
+        out["video-order"] = sum(by[c]["vqa_accuracy"] * by[c]["count"] for c in ORDER_CATEGORIES if c in by) / count
+    out["seconds"] = summary.get("seconds")
+    return out
