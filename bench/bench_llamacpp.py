@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 REPEATS = 3
 NEW_TOKENS = 32
 CLIENTS = 16
+PARTS = os.environ.get("OMNILM_LLAMACPP_PARTS", "ttft,decode,server,accuracy").split(",")  # a subset, to rerun one
 SERVER_TOKENS = 32
 TEXT_PROMPT = "What is the capital of France?"  # 18 tokens with Qwen's chat template and an empty system turn
 EVAL_LIMITS = {"typed": int(os.environ.get("OMNILM_BENCH_EVAL_LIMIT", "200")),
@@ -202,7 +203,8 @@ def server_load(cpp_lm) -> dict:
 
 
 def accuracy() -> dict:
-    """The quickstart's typed and spoken easy-VQA through PyTorch, llama.cpp Q8_0 and Q4_K_M (same items)."""
+    """The quickstart's typed and spoken easy-VQA through PyTorch, llama.cpp Q8_0 and Q4_K_M (same items), and
+    Q4_K_M with the LoRA kept as a llama.cpp adapter (f16) instead of merged before quantization; file sizes."""
     import dataclasses
 
     import omnilm
@@ -217,10 +219,15 @@ def accuracy() -> dict:
         return {"skipped": f"no trained quickstart model at {model} (make demo writes one; or set "
                            "OMNILM_QUICKSTART_MODEL)"}
     instruction = load_recipe().answer_suffix
+    exports = {f"llama.cpp_{q.lower()}": (q, "merged") for q in ("Q8_0", "Q4_K_M")}
+    exports["llama.cpp_q4_k_m_adapter"] = ("Q4_K_M", "adapter")
     engines = {"torch_bf16": lambda: omnilm.load(model)}
-    for quant in ("Q8_0", "Q4_K_M"):
-        engines[f"llama.cpp_{quant.lower()}"] = lambda q=quant: omnilm.load(cached_export(str(model), quant=q))
-    out: dict = {"model": str(model), "limits": EVAL_LIMITS}
+    sizes = {}
+    for name, (quant, lora) in exports.items():
+        directory = cached_export(str(model), quant=quant, lora=lora)
+        engines[name] = lambda d=directory: omnilm.load(d)
+        sizes[name] = {f.name: round(f.stat().st_size / 2**20, 2) for f in directory.glob("*.gguf")}
+    out: dict = {"model": str(model), "limits": EVAL_LIMITS, "gguf_mb": sizes}
     with tempfile.TemporaryDirectory(prefix="omnilm-bench-eval-") as tmp:
         for name, open_model in engines.items():
             lm = open_model()
@@ -255,12 +262,16 @@ def run() -> dict:
                    "export_q4_k_m_s": round(export_seconds, 1), "threads": len(os.sched_getaffinity(0)),
                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                    "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
-        results["ttft"] = _logged("ttft", time_to_first_token(torch_lm, cpp_lm, _media(tmp)))
-        results["decode"] = _logged("decode", decode_speed(torch_lm, cpp_lm, tmp / "q4" / "model.gguf"))
-        results["server"] = _logged("server", server_load(cpp_lm))
+        if "ttft" in PARTS:
+            results["ttft"] = _logged("ttft", time_to_first_token(torch_lm, cpp_lm, _media(tmp)))
+        if "decode" in PARTS:
+            results["decode"] = _logged("decode", decode_speed(torch_lm, cpp_lm, tmp / "q4" / "model.gguf"))
+        if "server" in PARTS:
+            results["server"] = _logged("server", server_load(cpp_lm))
         del torch_lm
         cpp_lm.close()
-    results["accuracy"] = _logged("accuracy", accuracy())
+    if "accuracy" in PARTS:
+        results["accuracy"] = _logged("accuracy", accuracy())
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return results
 

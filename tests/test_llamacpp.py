@@ -233,6 +233,37 @@ def test_quantized_export_is_smaller_and_still_loads(tiny_lm, exported, tmp_path
     assert (out / "model.gguf").stat().st_size < (exported / "model.gguf").stat().st_size
 
 
+@pytest.mark.parametrize("lora", ["merged", "adapter"])
+def test_lora_merged_or_as_an_adapter_answers_as_pytorch(tmp_path, red_image, lora):
+    import torch
+
+    from omnilm.lora import attach_lora
+    from omnilm.testing import tiny_model
+
+    lm = tiny_model(("image",))
+    attach_lora(lm.model, {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    lm.config.lora = {"r": 4}  # what the training stage records: the model carries adapters
+    with torch.no_grad():  # a trained-looking adapter, large enough to change the answers
+        for name, param in lm.model.llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    out = export_gguf(lm, tmp_path / lora, quant="F16", lora=lora)
+    files = {p.name for p in out.iterdir()}
+    assert ("adapter.gguf" in files) == (lora == "adapter")
+    assert json.loads((out / MANIFEST_FILE).read_text())["lora"] == ("adapter.gguf" if lora == "adapter" else "merged")
+    conversations = (ask("what shape?", ("image", red_image)), ask("hello there"))
+    with lm.model.llm.disable_adapter():
+        without = [lm.chat(c, **GREEDY) for c in conversations]
+    cpp = omnilm.load(out)
+    try:
+        answers = [cpp.chat(c, **GREEDY) for c in conversations]
+    finally:
+        cpp.close()
+    assert answers == [lm.chat(c, **GREEDY) for c in conversations] and answers != without  # the adapter counts
+    stripped = lm.model.llm.get_base_model()
+    assert any("lora_A" in n for n, _ in stripped.named_parameters())  # the caller's model keeps its adapters
+
+
 def test_gated_cross_attention_is_refused_before_writing(tmp_path):
     from omnilm.config import FusionConfig
     from omnilm.testing import tiny_model

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--to", required=True, choices=sorted(FORMATS), metavar="FORMAT",
                         help=f"one of {', '.join(FORMATS)}")
     parser.add_argument("--check", action="store_true", help="only say whether MODEL can be exported")
+    parser.add_argument("--lora", choices=("merged", "adapter"), default=None,
+                        help="gguf: LoRA merged into the LLM before quantization (default), or kept as a llama.cpp "
+                             "adapter GGUF (f16) over the unmerged quantized base")
     parser.add_argument("--quant", default=None,
                         help="gguf and llama.cpp: F16, BF16, F32, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M (default), Q4_K_S, Q4_0, ...")
 
@@ -46,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         from omnilm.llamacpp.convert import check_quant
 
         options["quant"] = check_quant(args.quant)  # before the (slow) model load
+    if args.lora is not None:
+        if args.to != "gguf":
+            raise ExportError(f"--lora is an option of --to gguf, not of --to {args.to}")
+        options["lora"] = args.lora
     lm = omnilm.load(args.model, engine="torch")
     if args.check:
         problems = check(lm, to=args.to)

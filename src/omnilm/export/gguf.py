@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omnilm.checkpoint import save_media_parts, write_checkpoint
 from omnilm.errors import OmniError
-from omnilm.llamacpp.convert import FLOAT_TYPES, check_quant, convert, quantize
+from omnilm.llamacpp.convert import FLOAT_TYPES, check_quant, convert, convert_lora, quantize
 from omnilm.llamacpp.loading import GGUFManifest
 from omnilm.llamacpp.native import gguf_facts, require_llama_cpp
 from omnilm.model import HEAD_PREFIXES
@@ -27,6 +27,8 @@ from omnilm.sources import resolve_source
 logger = logging.getLogger(__name__)
 
 GGUF_FILE = "model.gguf"
+ADAPTER_FILE = "adapter.gguf"
+LORA_MODES = ("merged", "adapter")
 
 
 def check(lm) -> list[str]:
@@ -38,7 +40,7 @@ def check(lm) -> list[str]:
     return []
 
 
-def export_gguf(model, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
+def export_gguf(model, out: str | Path, *, quant: str = "Q4_K_M", lora: str = "merged") -> Path:
     """Write OUT: the LLM of `model` (an OmniLM or a reference omnilm.load takes) as GGUF + its media parts."""
     from omnilm.lm import OmniLM, load
 
@@ -49,22 +51,28 @@ def export_gguf(model, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
     if problems:
         raise OmniError(f"cannot export {lm.name} to gguf: " + "; ".join(problems))
     started = time.perf_counter()
-    out = write(lm, out, quant=quant)
+    out = write(lm, out, quant=quant, lora=lora)
     logger.info("exported %s → %s (%s) in %.0f s", lm.name, out, quant, time.perf_counter() - started)
     return out
 
 
-def write_llm(lm, target: Path, *, quant: str, chat_template: str | None = None) -> None:
-    """The LLM of `lm` (LoRA merged into a copy) as one GGUF file `target` of type `quant`, with its own
-    tokenizer, and `chat_template` in place of the tokenizer's when given."""
+def write_llm(lm, target: Path, *, quant: str, chat_template: str | None = None,
+              adapter: Path | None = None) -> None:
+    """The LLM of `lm` as one GGUF file `target` of type `quant`, with its own tokenizer, and `chat_template` in
+    place of the tokenizer's when given. Its LoRA is merged into a copy, or, given `adapter`, written there as a
+    llama.cpp LoRA adapter (f16) over the unmerged base in `target`."""
     import transformers
 
     llm = lm.model.llm
-    if lm.config.lora is not None:  # fold the adapters into a copy: the caller's model keeps them
-        llm = copy.deepcopy(llm).merge_and_unload()
+    if adapter is not None and lm.config.lora is None:
+        raise OmniError(f"{lm.name} has no LoRA adapter to keep apart; export it with lora='merged'")
+    if lm.config.lora is not None:  # a copy, merged or stripped: the caller's model keeps its adapters
+        base = copy.deepcopy(llm).merge_and_unload() if adapter is None else copy.deepcopy(llm).unload()
+    else:
+        base = llm
     with tempfile.TemporaryDirectory(prefix="omnilm-gguf-") as tmp:
         hf_dir = Path(tmp) / "llm"
-        llm.save_pretrained(hf_dir)
+        base.save_pretrained(hf_dir)
         tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_source(lm.config.llm.source))
         if chat_template is not None:
             tokenizer.chat_template = chat_template
@@ -75,22 +83,29 @@ def write_llm(lm, target: Path, *, quant: str, chat_template: str | None = None)
             floats = Path(tmp) / "llm-float.gguf"
             convert(hf_dir, floats, outtype="bf16" if lm.config.llm.dtype == "bfloat16" else "f16")
             quantize(floats, target, quant=quant)
+        if adapter is not None:
+            llm.save_pretrained(Path(tmp) / "adapter")  # PEFT's adapter_config.json + adapter_model.safetensors
+            convert_lora(Path(tmp) / "adapter", hf_dir, adapter, outtype="f16")
 
 
-def write(lm, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
-    """Write directory `out` (atomically replaced) for `lm`; the model itself is not modified."""
+def write(lm, out: str | Path, *, quant: str = "Q4_K_M", lora: str = "merged") -> Path:
+    """Write directory `out` (atomically replaced) for `lm`; the model itself is not modified. `lora`: merged
+    (into the LLM before quantization) or adapter (a llama.cpp LoRA GGUF beside the unmerged base)."""
     lc = require_llama_cpp()
+    if lora not in LORA_MODES:
+        raise OmniError(f"lora={lora!r}: choose one of {', '.join(LORA_MODES)}")
     config = copy.deepcopy(lm.config)
     llm = lm.model.llm
 
     def write_parts(staging: Path) -> dict:
         target = staging / GGUF_FILE
-        write_llm(lm, target, quant=quant)
+        write_llm(lm, target, quant=quant, adapter=staging / ADAPTER_FILE if lora == "adapter" else None)
         facts = gguf_facts(target)
         eos = llm.generation_config.eos_token_id
         GGUFManifest(
             gguf=GGUF_FILE, quant=quant, architecture=facts["architecture"], n_embd=facts["n_embd"],
             eos_token_ids=sorted({*(eos if isinstance(eos, list) else [eos])} - {None}), source=lm.name,
+            lora=ADAPTER_FILE if lora == "adapter" else "merged",
             repetition_penalty=llm.generation_config.repetition_penalty,
             extra={"llama_cpp_python": lc.__version__, "gguf_bytes": target.stat().st_size},
         ).write(staging)
@@ -101,18 +116,20 @@ def write(lm, out: str | Path, *, quant: str = "Q4_K_M") -> Path:
     return write_checkpoint(out, config, {}, lm.processor, write_parts)
 
 
-def cached_export(ref: str, *, quant: str) -> Path:
-    """`ref` exported at `quant` once into `$OMNILM_CACHE/gguf/KEY` (KEY: the source, its files' times, quant)."""
+def cached_export(ref: str, *, quant: str, lora: str = "merged") -> Path:
+    """`ref` exported at `quant` once into `$OMNILM_CACHE/gguf/KEY` (KEY: the source, its files' times, quant,
+    the LoRA mode)."""
     from omnilm.llamacpp.loading import is_exported
 
     quant = check_quant(quant)
     source = Path(resolve_source(ref))
     stamp = [str(source.resolve()) if source.exists() else ref, quant, require_llama_cpp().__version__]
+    stamp += [] if lora == "merged" else [f"lora:{lora}"]  # merged exports keep their earlier keys
     if source.is_dir():
         stamp += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(source.iterdir()) if p.is_file()]
     key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
     out = cache_dir("gguf", key)
     if not is_exported(out):
-        logger.info("exporting %s to GGUF (%s) once, into %s", ref, quant, out)
-        export_gguf(ref, out, quant=quant)
+        logger.info("exporting %s to GGUF (%s, LoRA %s) once, into %s", ref, quant, lora, out)
+        export_gguf(ref, out, quant=quant, lora=lora)
     return out

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 FLOAT_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}  # written by the converter itself
 QUANT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M", "Q2_K")  # need no imatrix
 QUANTS = (*FLOAT_TYPES, *QUANT_TYPES)
-_CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+_CONVERTER_PARTS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 _RUNNER = Path(__file__).with_name("converter_main.py")
 
 
@@ -44,7 +44,7 @@ def converter_dir() -> Path:
 
     version = require_llama_cpp().__version__
     root = cache_dir("llama.cpp", f"converter-{version}")
-    if (root / "convert_hf_to_gguf.py").is_file():
+    if all((root / part).exists() for part in _CONVERTER_PARTS):
         return root
     with tempfile.TemporaryDirectory(prefix="omnilm-sdist-") as tmp:
         logger.info("fetching llama.cpp's converter from the llama-cpp-python %s source distribution", version)
@@ -74,6 +74,15 @@ def convert(hf_dir: Path, out_file: Path, *, outtype: str, mmproj: bool = False)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not out_file.is_file():
         raise OmniError(f"llama.cpp's converter failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
+
+
+def convert_lora(adapter_dir: Path, base_dir: Path, out_file: Path, *, outtype: str) -> None:
+    """Write the PEFT adapter in `adapter_dir` (over the transformers LLM in `base_dir`) as a llama.cpp LoRA GGUF."""
+    command = [sys.executable, str(_RUNNER), str(converter_dir()), "--lora", str(adapter_dir), "--base",
+               str(base_dir), "--outfile", str(out_file), "--outtype", outtype]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not out_file.is_file():
+        raise OmniError(f"llama.cpp's LoRA converter failed on {adapter_dir}:\n{done.stderr.strip()[-2000:]}")
 
 
 def quantize(src: Path, dst: Path, *, quant: str, threads: int | None = None) -> None:

@@ -1,6 +1,7 @@
 """Run llama.cpp's convert_hf_to_gguf.py from CONVERTER_DIR with its own gguf-py (a script: imports no omnilm).
 
 usage: python converter_main.py CONVERTER_DIR HF_DIR [convert_hf_to_gguf options]
+       python converter_main.py CONVERTER_DIR --lora ADAPTER_DIR [convert_lora_to_gguf options]
 
 One addition to the converter: it recognises a tokenizer by the hash of its ids for a test text, so a new
 vocabulary (omnilm's tiny test models) is unknown to it even when its pre-tokenizer is a known one. Such a
@@ -126,10 +127,6 @@ def main(argv: list[str]) -> None:
     sys.path[:0] = [str(root), str(root / "gguf-py")]
     from conversion import base
 
-    names = _llava_mlp_names(Path(argv[1])) if "--mmproj" in argv else []
-    if names:
-        _register_llava_mlp(names)
-
     original = base.TextModel.get_vocab_base_pre
 
     def vocab_base_pre(self, tokenizer) -> str:
@@ -142,8 +139,15 @@ def main(argv: list[str]) -> None:
             return known
 
     base.TextModel.get_vocab_base_pre = vocab_base_pre
-    sys.argv = [str(root / "convert_hf_to_gguf.py"), *argv[1:]]
-    runpy.run_path(str(root / "convert_hf_to_gguf.py"), run_name="__main__")
+    if argv[1] == "--lora":  # a PEFT adapter: llama.cpp's LoRA converter, on the same conversion classes
+        script, args = root / "convert_lora_to_gguf.py", argv[2:]
+    else:
+        names = _llava_mlp_names(Path(argv[1])) if "--mmproj" in argv else []
+        if names:
+            _register_llava_mlp(names)
+        script, args = root / "convert_hf_to_gguf.py", argv[1:]
+    sys.argv = [str(script), *args]
+    runpy.run_path(str(script), run_name="__main__")
 
 
 if __name__ == "__main__":
