@@ -10,6 +10,9 @@ the same run, to split "first token" into ASR + the LLM's prefill.
 Model: the quickstart model (`omnilm quickstart` → runs/quickstart/model; $OMNILM_VOICE_MODEL overrides),
 whose answer to "<sentence> What did I say? Repeat it word for word." is that one sentence; without one, the
 same packaged parts untrained (Qwen2.5-0.5B-Instruct + Whisper base transcribing), named in the result.
+A model that hears natively (`--recipe native`: Whisper-encoder tokens, no transcript, so nothing to repeat)
+is asked what it was trained for instead: the first question of its run's easy-VQA evaluation, spoken, with
+the image; "asr" is then absent and the audio encoding is part of "prefill to first token".
 """
 
 from __future__ import annotations
@@ -59,10 +62,23 @@ def load_model():
     return lm, f"untrained quickstart parts ({parts['llm']['source']} + {parts['audio']['source']}), no LoRA"
 
 
-def _spoken_turn(client: httpx.Client, wav_b64: str) -> dict:
-    """One voice-bot turn through the API; seconds from the end of speech to each event."""
-    body = {"messages": [{"role": "user", "content": [{"type": "input_audio",
-                                                       "input_audio": {"data": wav_b64, "format": "wav"}}]}],
+def _native_question(model: str) -> tuple[str, list[dict]]:
+    """(the first typed eval question of the native run that trained `model`, its image as a content part)."""
+    from omnilm.io import read_jsonl
+
+    data = Path(model).parent / "data"
+    record = read_jsonl(data / "eval-typed.jsonl")[0]
+    image = data / (record["image"][0] if isinstance(record["image"], list) else record["image"])
+    url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode("ascii")
+    question = record["conversations"][0]["value"].removeprefix("<image>\n")
+    return question, [{"type": "image_url", "image_url": {"url": url}}]
+
+
+def _spoken_turn(client: httpx.Client, wav_b64: str, parts: list[dict]) -> dict:
+    """One voice-bot turn through the API (`parts`: content before the speech, e.g. an image); seconds from the
+    end of speech to each event."""
+    body = {"messages": [{"role": "user", "content": [*parts, {"type": "input_audio",
+                                                               "input_audio": {"data": wav_b64, "format": "wav"}}]}],
             "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}, "stream": True,
             "max_tokens": 48, "temperature": 0}
     marks, text, splitter = {}, "", SentenceSplitter()
@@ -90,9 +106,10 @@ def _spoken_turn(client: httpx.Client, wav_b64: str) -> dict:
     return {**marks, "answer": text}
 
 
-def _typed_turn(client: httpx.Client, text: str) -> float:
+def _typed_turn(client: httpx.Client, text: str, parts: list[dict]) -> float:
     """Reference: the same question typed, seconds to the first text token."""
-    body = {"messages": [{"role": "user", "content": text}], "stream": True, "max_tokens": 48, "temperature": 0}
+    content = [*parts, {"type": "text", "text": text}] if parts else text
+    body = {"messages": [{"role": "user", "content": content}], "stream": True, "max_tokens": 48, "temperature": 0}
     start = time.perf_counter()
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
         for line in response.iter_lines():
@@ -117,8 +134,10 @@ def _greedy_asr_seconds(transcriber, clip) -> float:
 def run() -> dict:
     torch.set_num_threads(THREADS)
     lm, model = load_model()
+    native = lm.config.audio is not None and lm.config.audio.mode == "embed"
+    question, parts = _native_question(model) if native else (QUESTION, [])
     engine = load_engine("espeak")
-    samples, rate = engine.synthesize(QUESTION, voice="alloy")
+    samples, rate = engine.synthesize(question, voice="alloy")
     wav = encode_audio(samples, rate, "wav")
     wav_b64 = base64.b64encode(wav).decode("ascii")
     clip = omnilm.media.load_audio(wav)
@@ -126,19 +145,19 @@ def run() -> dict:
     rounds = []
     with BackgroundServer(create_app(lm, ServeSettings())) as server, \
             httpx.Client(base_url=server.url, timeout=300) as client:
-        _spoken_turn(client, wav_b64)  # warm-up: first calls allocate
+        _spoken_turn(client, wav_b64, parts)  # warm-up: first calls allocate
         for _ in range(ROUNDS):  # the parts alone and the whole, interleaved
             t = time.perf_counter()
             heard = transcriber.transcribe([clip])[0] if transcriber is not None else None
             asr = time.perf_counter() - t
             greedy = _greedy_asr_seconds(transcriber, clip)
-            turn = _spoken_turn(client, wav_b64)
+            turn = _spoken_turn(client, wav_b64, parts)
             t = time.perf_counter()
             first = SentenceSplitter()
             sentence = (first.feed(turn["answer"]) or first.flush() or [turn["answer"]])[0]
             encode_audio(*engine.synthesize(sentence, voice="alloy"), "pcm")
             tts = time.perf_counter() - t
-            typed = _typed_turn(client, heard or QUESTION)
+            typed = _typed_turn(client, heard or question, parts)
             rounds.append({**turn, "asr": asr, "asr_greedy": greedy, "tts": tts, "typed_first_token": typed, "heard": heard,
                            "sentence": sentence})
     med = {key: statistics.median(r[key] for r in rounds) for key in
@@ -147,7 +166,8 @@ def run() -> dict:
         "model": model,
         "threads": THREADS,
         "rounds": ROUNDS,
-        "question": QUESTION,
+        "question": question,
+        "hears": "natively (audio tokens)" if native else "through Whisper's transcript",
         "heard": rounds[-1]["heard"],
         "answer": rounds[-1]["answer"],
         "question_seconds": round(clip.size / 16_000, 2),
@@ -155,13 +175,13 @@ def run() -> dict:
         "target_s": TARGET_SECONDS,
         "meets_target": med["first_audio"] <= TARGET_SECONDS,
         "parts_s": {
-            "asr_whisper": round(med["asr"], 3),
-            "llm_prefill_to_first_token": round(med["first_token"] - med["asr"], 3),
+            "asr_whisper": round(med["asr"], 3),  # 0 for a model that hears natively
+            "llm_prefill_to_first_token": round(med["first_token"] - med["asr"], 3),  # audio encoding included
             "first_token_to_first_sentence": round(med["first_sentence"] - med["first_token"], 3),
             # a sentence the reply's end completes is seen at its last token: this part holds the EOS step too
             "tts_first_sentence": round(med["first_audio"] - med["first_sentence"], 3),
         },
-        "alone_s": {"asr_whisper": round(med["asr"], 3), "asr_whisper_greedy": round(med["asr_greedy"], 3),
+        "alone_s": {"asr_whisper": round(med["asr"], 3), "asr_whisper_greedy": None if native else round(med["asr_greedy"], 3),
                     "tts_first_sentence_espeak_pcm": round(med["tts"], 3)},
         "reference_typed_question_first_token_s": round(med["typed_first_token"], 3),
         "whole_reply_s": round(med["done"], 3),
