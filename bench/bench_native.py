@@ -54,7 +54,7 @@ def robustness(run_dir: Path, items: int = ROBUSTNESS_ITEMS) -> dict:
     from omnilm.data.speech_conditions import CONDITIONS
     from omnilm.evaluation import evaluate
     from omnilm.evaluation.tasks import load_task
-    from omnilm.io import read_jsonl, write_jsonl
+    from omnilm.data.records import read_jsonl, write_jsonl
     from omnilm.quickstart import cascade_records, load_recipe
 
     data_dir, out = run_dir / "data", run_dir / "robustness"
@@ -65,12 +65,7 @@ def robustness(run_dir: Path, items: int = ROBUSTNESS_ITEMS) -> dict:
     table = {}
     for name in CONDITIONS:
         built = build_spoken(source, out / name, split="test", media_root=data_dir, condition=name)
-        spoken = Path(built["files"][source.name])
-        rows = read_jsonl(spoken)
-        for row in rows:  # images resolve from the condition's directory
-            row["image"] = [str(data_dir / p) for p in row["image"]] if isinstance(row["image"], list) else str(
-                data_dir / row["image"])
-        write_jsonl(spoken, rows)
+        spoken = Path(built["files"][source.name])  # its media paths are relative to its own directory
         native = dataclasses.replace(load_task("easy-vqa-spoken"), data=spoken, dataset=None, prompt=instruction)
         heard = evaluate(lm, native, out / name / "native", batch_size=16)
         typed = Path(cascade_records(lm, spoken, out / name / "cascade.jsonl", None))

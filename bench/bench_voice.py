@@ -64,7 +64,7 @@ def load_model():
 
 def _native_question(model: str) -> tuple[str, list[dict]]:
     """(the first typed eval question of the native run that trained `model`, its image as a content part)."""
-    from omnilm.io import read_jsonl
+    from omnilm.data.records import read_jsonl
 
     data = Path(model).parent / "data"
     record = read_jsonl(data / "eval-typed.jsonl")[0]

@@ -368,13 +368,20 @@ def cascade_records(lm, spoken_file: Path, out_file: Path, limit: int | None) ->
     rows = read_jsonl(spoken_file)[:limit]
     transcriber, heard = whisper_for(lm), []
     for start in range(0, len(rows), 16):
-        clips = [load_audio(str(spoken_file.parent / r["audio"]), max_seconds=30.0) for r in rows[start : start + 16]]
+        clips = [load_audio(str(spoken_file.parent / _single(r["audio"])), max_seconds=30.0)
+                 for r in rows[start : start + 16]]
         heard += transcriber.transcribe(clips)
-    write_jsonl(out_file, [{"id": r["id"], "image": str(spoken_file.parent / r["image"]), "category": r.get("category"),
+    write_jsonl(out_file, [{"id": r["id"], "image": str(spoken_file.parent / _single(r["image"])),
+                            "category": r.get("category"),
                             "heard": text, "conversations": [{"from": "human", "value": f"<image>\n{text}"},
                                                              r["conversations"][1]]}
                            for r, text in zip(rows, heard)])
     return str(out_file)
+
+
+def _single(media: str | list[str]) -> str:
+    """A record's one media path (`omnilm data spoken` writes lists, the quickstart's own eval strings)."""
+    return media[0] if isinstance(media, list) else media
 
 
 def spoken_latency(model_dir: str, spoken_file: str, *, items: int, cascade: bool) -> dict[str, Any]:
