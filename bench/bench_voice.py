@@ -11,8 +11,9 @@ Model: the quickstart model (`omnilm quickstart` → runs/quickstart/model; $OMN
 whose answer to "<sentence> What did I say? Repeat it word for word." is that one sentence; without one, the
 same packaged parts untrained (Qwen2.5-0.5B-Instruct + Whisper base transcribing), named in the result.
 A model that hears natively (`--recipe native`: Whisper-encoder tokens, no transcript, so nothing to repeat)
-is asked what it was trained for instead: the first question of its run's easy-VQA evaluation, spoken, with
-the image; "asr" is then absent and the audio encoding is part of "prefill to first token".
+is asked what it was trained for instead: the first question of its run's easy-VQA evaluation (or
+$OMNILM_VOICE_QUESTION, e.g. "Describe the image." for a phrase), spoken, with the image; "asr" is then
+absent and the audio encoding is part of "prefill to first token".
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _native_question(model: str) -> tuple[str, list[dict]]:
     record = read_jsonl(data / "eval-typed.jsonl")[0]
     image = data / (record["image"][0] if isinstance(record["image"], list) else record["image"])
     url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode("ascii")
-    question = record["conversations"][0]["value"].removeprefix("<image>\n")
+    question = os.environ.get("OMNILM_VOICE_QUESTION") or record["conversations"][0]["value"].removeprefix("<image>\n")
     return question, [{"type": "image_url", "image_url": {"url": url}}]
 
 
