@@ -33,8 +33,8 @@ def main(argv: list[str]) -> int:
             continue
         logging.info("== %s", name)
         start = time.perf_counter()
-        results[name] = importlib.import_module(name).run()
-        results[name]["seconds"] = round(time.perf_counter() - start, 1)
+        fresh = importlib.import_module(name).run()  # a section may run a subset of its parts (env): merge
+        results[name] = {**results.get(name, {}), **fresh, "seconds": round(time.perf_counter() - start, 1)}
     out.write_text(json.dumps(results, indent=2))
     logging.info("wrote %s", out)
     return 0
