@@ -82,3 +82,21 @@ def test_spoken_and_video_sections_are_checked():
         Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"share": 0}})
     with pytest.raises(omnilm.errors.ConfigError, match=r"^video.test_clips: must be >= 1"):
         Recipe.from_dict({**TINY_NATIVE, "video": {"test_clips": 0}})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.repeat_share: must be in \[0, 1\]"):
+        Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"repeat_share": 1.5}})
+
+
+def test_a_spoken_repeat_is_the_clip_alone_answered_by_its_words():
+    from omnilm.quickstart import spoken_repeat
+    from omnilm.training.distill import text_twin
+
+    row = {"id": "spoken-train-7", "image": ["images/train/7.png"], "audio": ["audio/a.wav"], "category": "spoken-yesno",
+           "spoken_text": ["Is there a red shape?"], "conversations": [
+               {"from": "human", "value": "<image>\n<audio>\nAnswer with one word."}, {"from": "gpt", "value": "no"}]}
+    repeat = spoken_repeat(row)
+    assert "image" not in repeat and repeat["audio"] == ["audio/a.wav"] and repeat["id"] == "repeat-spoken-train-7"
+    assert repeat["conversations"][1]["value"] == "Is there a red shape?"  # what the clip says
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": "a.wav"},
+                                             {"type": "text", "text": "What did I say?"}]}]
+    assert text_twin(messages, repeat["spoken_text"])[0]["content"][0] == {"type": "text",
+                                                                          "text": "Is there a red shape?"}

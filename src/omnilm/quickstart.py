@@ -88,9 +88,11 @@ class SpokenTrainSection:
 
     share: float = 0.25  # of the easy-VQA training questions kept by the surgery
     augment: bool = True  # vary noise, level and tempo per clip (omnilm.data.speech_conditions)
+    repeat_share: float = 0.0  # of the spoken clips also asked "What did I say?" alone: answered by their words
 
     def validate(self, path: str = "spoken_train") -> None:
         require(0.0 < self.share <= 1.0, f"{path}.share", "must be in (0, 1]")
+        require(0.0 <= self.repeat_share <= 1.0, f"{path}.repeat_share", "must be in [0, 1]")
 
 
 @dataclass
@@ -287,7 +289,18 @@ def spoken_training(data_dir: Path, typed: list[dict], section: SpokenTrainSecti
         row["conversations"][0]["value"] += suffix
         row["id"] = f"spoken-{row['id']}"
         row["category"] = f"spoken-{row.get('category')}"  # kept out of the yes/no pairs of typed questions
-    return rows
+    chosen = random.Random(f"repeat-{seed}").sample(rows, round(section.repeat_share * len(rows)))
+    return rows + [spoken_repeat(row) for row in chosen]
+
+
+def spoken_repeat(row: dict) -> dict:
+    """The clip of spoken record ``row`` alone, asked what was said; the answer is its words. Its words stay in
+    ``spoken_text``, so under distillation the teacher reads them and repeats them."""
+    words = row["spoken_text"][0]
+    return {"id": f"repeat-{row['id']}", "category": "spoken-repeat", "audio": row["audio"],
+            "spoken_text": row["spoken_text"], "voice": row.get("voice"),
+            "conversations": [{"from": "human", "value": "<audio>" + REPEAT_INSTRUCTION},
+                              {"from": "gpt", "value": words}]}
 
 
 def video_records(data_dir: Path, split: str, clips: int, suffix: str) -> list[dict]:
