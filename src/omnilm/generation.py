@@ -154,6 +154,18 @@ class GenerationRequest:
     cancelled: threading.Event = field(default_factory=threading.Event)
     choice: int = 0  # which of a request's n choices (seeded rows sample their own stream per choice)
 
+    def send(self, event: tuple) -> None:
+        """`event` to this request's sink, when it has one."""
+        if self.sink is not None:
+            self.sink(event)
+
+
+def eos_token_ids(generation_config, tokenizer=None) -> set[int]:
+    """The end-of-sequence ids of an LLM's generation config (one id, a list or none), and the tokenizer's."""
+    eos = generation_config.eos_token_id
+    extra = [tokenizer.eos_token_id] if tokenizer is not None else []
+    return {*(eos if isinstance(eos, list) else [eos]), *extra} - {None}
+
 
 @dataclass(frozen=True)
 class PlainPrompt:
@@ -170,14 +182,12 @@ def generate_batch(model, tokenizer, inputs: dict[str, torch.Tensor], requests: 
     Returns each answer's text; a generation error is sent to the unfinished rows' sinks and re-raised.
     """
     settings = requests[0].settings
-    eos = model.llm.generation_config.eos_token_id
-    eos = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
+    eos = eos_token_ids(model.llm.generation_config, tokenizer)
     try:
         rows = RowTracker(requests, tokenizer, eos, inputs["attention_mask"].sum(dim=1).tolist())
     except BaseException as err:  # a row's grammar could not start: no row has begun
         for request in requests:
-            if request.sink is not None:
-                request.sink(("error", err))
+            request.send(("error", err))
         raise
     shaping = [RowLogits(rows.rows)] if any(row.decoding is not None for row in rows.rows) else []
     try:
@@ -274,8 +284,7 @@ class Row:
         return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
 
     def emit(self, event: tuple) -> None:
-        if self.request.sink is not None:
-            self.request.sink(event)
+        self.request.send(event)
 
     def _send(self, text: str, *, last: bool = False) -> None:
         entries = self.decoding.entries[self.entries_sent:] if self.decoding is not None else []

@@ -86,8 +86,7 @@ class OmniLM:
             inputs = self.prepare_inputs([r.messages for r in requests])
         except Exception as err:
             for request in requests:
-                if request.sink is not None:
-                    request.sink(("error", err))
+                request.send(("error", err))
             raise
         return generate_batch(self.model, self.processor.tokenizer, inputs, requests)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omnilm.checkpoint import save_media_parts, write_checkpoint
 from omnilm.errors import OmniError
+from omnilm.generation import eos_token_ids
 from omnilm.llamacpp.convert import FLOAT_TYPES, check_quant, convert, convert_lora, quantize
 from omnilm.llamacpp.loading import GGUFManifest
 from omnilm.llamacpp.native import gguf_facts, require_llama_cpp
@@ -101,10 +102,9 @@ def write(lm, out: str | Path, *, quant: str = "Q4_K_M", lora: str = "merged") -
         target = staging / GGUF_FILE
         write_llm(lm, target, quant=quant, adapter=staging / ADAPTER_FILE if lora == "adapter" else None)
         facts = gguf_facts(target)
-        eos = llm.generation_config.eos_token_id
         GGUFManifest(
             gguf=GGUF_FILE, quant=quant, architecture=facts["architecture"], n_embd=facts["n_embd"],
-            eos_token_ids=sorted({*(eos if isinstance(eos, list) else [eos])} - {None}), source=lm.name,
+            eos_token_ids=sorted(eos_token_ids(llm.generation_config)), source=lm.name,
             lora=ADAPTER_FILE if lora == "adapter" else "merged",
             repetition_penalty=llm.generation_config.repetition_penalty,
             extra={"llama_cpp_python": lc.__version__, "gguf_bytes": target.stat().st_size},

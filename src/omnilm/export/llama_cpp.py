@@ -21,6 +21,7 @@ from pathlib import Path
 
 from omnilm.export import SERVE_HINT
 from omnilm.export.chat_template import parts_template
+from omnilm.generation import eos_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,7 @@ def modelfile(lm, *, mmproj: bool) -> str:
 
     Ollama takes the chat template from the GGUF; the stop strings are the LLM's end-of-turn tokens."""
     tokenizer = lm.processor.tokenizer
-    eos = lm.model.llm.generation_config.eos_token_id
-    stops = [tokenizer.convert_ids_to_tokens(i) for i in sorted({*(eos if isinstance(eos, list) else [eos])} - {None})]
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in sorted(eos_token_ids(lm.model.llm.generation_config))]
     lines = [f"FROM ./{TEXT_FILE}", *([f"FROM ./{MMPROJ_FILE}"] if mmproj else [])]
     lines += [f"PARAMETER stop {json.dumps(s)}" for s in stops]
     penalty = lm.model.llm.generation_config.repetition_penalty

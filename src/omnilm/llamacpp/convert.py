@@ -69,20 +69,22 @@ def converter_dir() -> Path:
 def convert(hf_dir: Path, out_file: Path, *, outtype: str, mmproj: bool = False) -> None:
     """Write `hf_dir` (a transformers causal LM with its tokenizer) as one GGUF of float type `outtype`; with
     `mmproj`, its media encoder and projector instead (a Llava or Ultravox directory), as llama.cpp's mmproj."""
-    command = [sys.executable, str(_RUNNER), str(converter_dir()), str(hf_dir), "--outfile", str(out_file),
-               "--outtype", outtype, *(["--mmproj"] if mmproj else [])]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0 or not out_file.is_file():
-        raise OmniError(f"llama.cpp's converter failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
+    _run_converter([str(hf_dir), "--outfile", str(out_file), "--outtype", outtype, *(["--mmproj"] if mmproj else [])],
+                   out_file, what=f"llama.cpp's converter failed on {hf_dir}")
 
 
 def convert_lora(adapter_dir: Path, base_dir: Path, out_file: Path, *, outtype: str) -> None:
     """Write the PEFT adapter in `adapter_dir` (over the transformers LLM in `base_dir`) as a llama.cpp LoRA GGUF."""
-    command = [sys.executable, str(_RUNNER), str(converter_dir()), "--lora", str(adapter_dir), "--base",
-               str(base_dir), "--outfile", str(out_file), "--outtype", outtype]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    _run_converter(["--lora", str(adapter_dir), "--base", str(base_dir), "--outfile", str(out_file), "--outtype",
+                    outtype], out_file, what=f"llama.cpp's LoRA converter failed on {adapter_dir}")
+
+
+def _run_converter(args: list[str], out_file: Path, *, what: str) -> None:
+    """converter_main.py with `args` in a subprocess; `what` and the converter's last words if no `out_file`."""
+    done = subprocess.run([sys.executable, str(_RUNNER), str(converter_dir()), *args], capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0 or not out_file.is_file():
-        raise OmniError(f"llama.cpp's LoRA converter failed on {adapter_dir}:\n{done.stderr.strip()[-2000:]}")
+        raise OmniError(f"{what}:\n{done.stderr.strip()[-2000:]}")
 
 
 def quantize(src: Path, dst: Path, *, quant: str, threads: int | None = None) -> None:

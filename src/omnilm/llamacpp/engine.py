@@ -69,7 +69,7 @@ class LlamaCppLM(OmniLM):
                         batch.step()
             except BaseException as err:  # the running rows got it from the batch; the waiting ones get it here
                 for request in waiting:
-                    _send(request, ("error", err))
+                    request.send(("error", err))
                 raise
         return [rows[id(r)].text if id(r) in rows else "" for r in requests]
 
@@ -111,13 +111,13 @@ class LlamaCppLM(OmniLM):
         except Exception as err:  # noqa: BLE001 - find the bad one: the others must not fail with it
             if len(requests) > 1:
                 return [p for r in requests for p in self._prompts([r])]
-            _send(requests[0], ("error", err))
+            requests[0].send(("error", err))
             return [None]
         out: list[Prompt | None] = []
         for request, prompt in zip(requests, prompts, strict=True):
             budget = request.settings.max_new_tokens
             if len(prompt) + budget > self.runtime.n_ctx:
-                _send(request, ("error", OmniError(
+                request.send(("error", OmniError(
                     f"the prompt ({len(prompt)} tokens) plus max_new_tokens ({budget}) exceed the llama.cpp context "
                     f"of {self.runtime.n_ctx}; lower max_new_tokens or load with a larger n_ctx")))
                 prompt = None
@@ -186,8 +186,4 @@ class LlamaCppLM(OmniLM):
             for j, i in enumerate(text_rows):
                 first[i] = samplers[i].next(self.runtime, j, 0)
         return first
-
-def _send(request: GenerationRequest, event: tuple) -> None:
-    if request.sink is not None:
-        request.sink(event)
 

@@ -50,7 +50,7 @@ class LlamaStepBatch:
                     check_supported(request.settings)
                     ready.append(request)
                 except Exception as err:  # noqa: BLE001 - reported to this request only
-                    _send(request, ("error", err))
+                    request.send(("error", err))
             chunk = [(r, p) for r, p in zip(ready, lm._prompts(ready), strict=True) if p is not None]
             return self._prefill(chunk) if chunk else []
 
@@ -120,7 +120,3 @@ class LlamaStepBatch:
                 x.row.done = True
                 x.row.emit(("error", err))
 
-
-def _send(request: GenerationRequest, event: tuple) -> None:
-    if request.sink is not None:
-        request.sink(event)

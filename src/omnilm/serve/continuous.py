@@ -25,7 +25,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from omnilm.generation import GenerationRequest, Row
+from omnilm.generation import GenerationRequest, Row, eos_token_ids
 
 
 def step_wise_model(lm) -> bool:
@@ -73,8 +73,7 @@ class StepBatch:
 
     def __init__(self, lm) -> None:
         self.lm, self.model, self.tokenizer = lm, lm.model, lm.processor.tokenizer
-        eos = self.model.llm.generation_config.eos_token_id
-        self.eos = sorted({*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None})
+        self.eos = sorted(eos_token_ids(self.model.llm.generation_config, self.tokenizer))
         self.live: list[_Live] = []
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None  # (B, L) 1 where the cache holds a real token
