@@ -113,9 +113,7 @@ async def _recognize(voice: Voice, upload: UploadFile, *, language, prompt, resp
     fmt = _checked(lambda: check_response_format(response_format), "response_format")
     if not 0.0 <= temperature <= 1.0:
         raise APIError(400, f"temperature is {temperature}; it must lie between 0 and 1", param="temperature")
-    if granularities and "word" in granularities:
-        raise APIError(400, "word timestamps are not offered; ask for timestamp_granularities=['segment']",
-                       param="timestamp_granularities")
+    granularities = _granularities(granularities, fmt, voice.recognizer)
     if task == "translate" and not voice.recognizer.can_translate:
         raise APIError(400, f"{voice.recognizer.name} is an English-only Whisper and cannot translate; use "
                             "/v1/audio/transcriptions", param="model")
@@ -131,11 +129,32 @@ async def _recognize(voice: Voice, upload: UploadFile, *, language, prompt, resp
     samples = _checked(lambda: load_audio(data, max_seconds=seconds), "file")
     transcript = await run_in_threadpool(
         _checked, lambda: voice.transcribe(samples, language=language, prompt=prompt, temperature=temperature,
-                                           task=task), "file")
+                                           task=task, word_timestamps="word" in granularities), "file")
     body = render(transcript, fmt)
+    if fmt == "verbose_json":  # as OpenAI: `words` when asked for, `segments` unless only words were
+        if "word" in granularities:
+            body["words"] = [word.as_dict() for word in transcript.words]
+        if "segment" not in granularities:
+            del body["segments"]
     if isinstance(body, dict):
         return JSONResponse(body)
     return PlainTextResponse(body, media_type=MEDIA_TYPES[fmt])
+
+
+def _granularities(asked: list[str] | None, fmt: str, recognizer) -> set[str]:
+    """The timestamp granularities asked for (OpenAI's default: segment), checked."""
+    granularities = set(asked or ["segment"])
+    if unknown := granularities - {"segment", "word"}:
+        raise APIError(400, f"unknown timestamp granularity {sorted(unknown)[0]!r}; choose segment, word or both",
+                       param="timestamp_granularities")
+    if "word" in granularities and fmt != "verbose_json":
+        raise APIError(400, "word timestamps come only with response_format verbose_json",
+                       param="timestamp_granularities")
+    if "word" in granularities and not recognizer.can_time_words:
+        raise APIError(400, f"{recognizer.name} has no alignment heads (generation_config.alignment_heads), so it "
+                            "cannot time words; ask for timestamp_granularities=['segment']",
+                       param="timestamp_granularities")
+    return granularities
 
 
 def _engine(voice: Voice):
