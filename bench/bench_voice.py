@@ -13,7 +13,9 @@ same packaged parts untrained (Qwen2.5-0.5B-Instruct + Whisper base transcribing
 A model that hears natively (`--recipe native`: Whisper-encoder tokens, no transcript, so nothing to repeat)
 is asked what it was trained for instead: the first question of its run's easy-VQA evaluation (or
 $OMNILM_VOICE_QUESTION, e.g. "Describe the image." for a phrase), spoken, with the image; "asr" is then
-absent and the audio encoding is part of "prefill to first token".
+absent and the audio encoding is part of "prefill to first token". With $OMNILM_VOICE_TASK=repeat it hears
+that question alone followed by "What did I say? Repeat it word for word." (the task its `audio_align` stage
+trained), so its answer is a sentence: the question's words.
 """
 
 from __future__ import annotations
@@ -75,11 +77,11 @@ def _native_question(model: str) -> tuple[str, list[dict]]:
     return question, [{"type": "image_url", "image_url": {"url": url}}]
 
 
-def _spoken_turn(client: httpx.Client, wav_b64: str, parts: list[dict]) -> dict:
-    """One voice-bot turn through the API (`parts`: content before the speech, e.g. an image); seconds from the
-    end of speech to each event."""
-    body = {"messages": [{"role": "user", "content": [*parts, {"type": "input_audio",
-                                                               "input_audio": {"data": wav_b64, "format": "wav"}}]}],
+def _spoken_turn(client: httpx.Client, wav_b64: str, parts: list[dict], after: list[dict]) -> dict:
+    """One voice-bot turn through the API (`parts`, `after`: content before and after the speech, e.g. an image,
+    an instruction); seconds from the end of speech to each event."""
+    speech = {"type": "input_audio", "input_audio": {"data": wav_b64, "format": "wav"}}
+    body = {"messages": [{"role": "user", "content": [*parts, speech, *after]}],
             "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}, "stream": True,
             "max_tokens": 48, "temperature": 0}
     marks, text, splitter = {}, "", SentenceSplitter()
@@ -137,6 +139,11 @@ def run() -> dict:
     lm, model = load_model()
     native = lm.config.audio is not None and lm.config.audio.mode == "embed"
     question, parts = _native_question(model) if native else (QUESTION, [])
+    after = []
+    if native and os.environ.get("OMNILM_VOICE_TASK") == "repeat":
+        from omnilm.data.easy_vqa import REPEAT_INSTRUCTION
+
+        parts, after = [], [{"type": "text", "text": REPEAT_INSTRUCTION}]
     engine = load_engine("espeak")
     samples, rate = engine.synthesize(question, voice="alloy")
     wav = encode_audio(samples, rate, "wav")
@@ -146,19 +153,19 @@ def run() -> dict:
     rounds = []
     with BackgroundServer(create_app(lm, ServeSettings())) as server, \
             httpx.Client(base_url=server.url, timeout=300) as client:
-        _spoken_turn(client, wav_b64, parts)  # warm-up: first calls allocate
+        _spoken_turn(client, wav_b64, parts, after)  # warm-up: first calls allocate
         for _ in range(ROUNDS):  # the parts alone and the whole, interleaved
             t = time.perf_counter()
             heard = transcriber.transcribe([clip])[0] if transcriber is not None else None
             asr = time.perf_counter() - t
             greedy = _greedy_asr_seconds(transcriber, clip)
-            turn = _spoken_turn(client, wav_b64, parts)
+            turn = _spoken_turn(client, wav_b64, parts, after)
             t = time.perf_counter()
             first = SentenceSplitter()
             sentence = (first.feed(turn["answer"]) or first.flush() or [turn["answer"]])[0]
             encode_audio(*engine.synthesize(sentence, voice="alloy"), "pcm")
             tts = time.perf_counter() - t
-            typed = _typed_turn(client, heard or question, parts)
+            typed = _typed_turn(client, (heard or question) + "".join(a["text"] for a in after), parts)
             rounds.append({**turn, "asr": asr, "asr_greedy": greedy, "tts": tts, "typed_first_token": typed, "heard": heard,
                            "sentence": sentence})
     med = {key: statistics.median(r[key] for r in rounds) for key in
@@ -168,6 +175,7 @@ def run() -> dict:
         "threads": THREADS,
         "rounds": ROUNDS,
         "question": question,
+        "task": "repeat" if after else "answer",
         "hears": "natively (audio tokens)" if native else "through Whisper's transcript",
         "heard": rounds[-1]["heard"],
         "answer": rounds[-1]["answer"],

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 import omnilm
 from omnilm.data.easy_vqa import TRAIN_VOICES
@@ -13,6 +14,7 @@ from omnilm.quickstart import Recipe, default_recipe, load_recipe, run_quickstar
 TINY_NATIVE = {
     "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30,
     "spoken_train": {"share": 0.5, "augment": True}, "video": {"train_clips": 3, "test_clips": 1},
+    "audio_align": {"max_steps": 2, "check_items": 2},
     "eval": {"limit": 3, "seed": 0, "batch_size": 2, "cascade": True, "latency_items": 2},
     "train": {"model": {"tiny": ["image", "audio", "video"]}, "optim": {"batch_size": 2, "max_steps": 3},
               "stage": {"loss": {"type": "distill"}}, "save_every": 1, "feature_cache": {"enabled": False}},
@@ -61,6 +63,15 @@ def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypa
         for key in ("image", "audio", "video"):
             for path in [record[key]] if isinstance(record.get(key), str) else record.get(key, []):
                 assert (data / path).is_file(), path
+    align = [json.loads(line) for line in (data / "train-align.jsonl").read_text().splitlines()]
+    assert sorted(r["spoken_text"] for r in align) == sorted(r["spoken_text"] for r in spoken)  # each clip once
+    assert all("image" not in r and r["conversations"][1]["value"] == r["spoken_text"][0] for r in align)
+    assert summary["align"]["items"] == 2 and 0 <= summary["align"]["exact"] <= 1 and summary["align"]["wer"] >= 0
+    stage1 = yaml.safe_load((tmp_path / "align" / "train_config.yaml").read_text())
+    assert stage1["stage"]["llm"]["mode"] == "frozen" and stage1["stage"]["connectors"]["mode"] == "frozen"
+    assert stage1["stage"]["per_connector"]["audio"]["mode"] == "full"
+    stage2 = yaml.safe_load((tmp_path / "train" / "train_config.yaml").read_text())
+    assert stage2["model"]["checkpoint"] == summary["align"]["model"]  # stage 2 starts from the aligned connector
     cascade = [json.loads(line) for line in (tmp_path / "eval" / "cascade.jsonl").read_text().splitlines()]
     assert {r["heard"] for r in cascade} == {"What color is the shape?"}
 
@@ -84,6 +95,16 @@ def test_spoken_and_video_sections_are_checked():
         Recipe.from_dict({**TINY_NATIVE, "video": {"test_clips": 0}})
     with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.repeat_share: must be in \[0, 1\]"):
         Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"repeat_share": 1.5}})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^audio_align: trains on the spoken training clips"):
+        Recipe.from_dict({**TINY_NATIVE, "spoken_train": None})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^audio_align.max_steps: must be >= 1"):
+        Recipe.from_dict({**TINY_NATIVE, "audio_align": {"max_steps": 0}})
+
+
+def test_the_budget_scales_the_audio_alignment_steps_too():
+    recipe, half = load_recipe("native"), load_recipe("native", budget_minutes=load_recipe("native").budget_minutes / 2)
+    assert half.audio_align.max_steps == round(recipe.audio_align.max_steps / 2)
+    assert half.train.optim.max_steps == round(recipe.train.optim.max_steps / 2)
 
 
 def test_a_spoken_repeat_is_the_clip_alone_answered_by_its_words():

@@ -96,6 +96,23 @@ class SpokenTrainSection:
 
 
 @dataclass
+class AudioAlignSection:
+    """Stage 1 of a model that hears natively: the audio connector alone learns to pass the words on (LLM,
+    encoders and the other connectors frozen), on every spoken training clip asked "What did I say?" and
+    answered by its words (cross-entropy on each word). Stage 2 (``train``) starts from it: without it, a
+    distilled connector is only told about the words once the model itself answers yes/no from text."""
+
+    max_steps: int = 300  # scaled with train.optim.max_steps by --budget-minutes
+    lr: float = 3.0e-3
+    check_items: int = 50  # held-out-voice eval clips repeated after the stage: word error rate (0: none)
+
+    def validate(self, path: str = "audio_align") -> None:
+        require(self.max_steps >= 1, f"{path}.max_steps", "must be >= 1")
+        require(self.lr > 0, f"{path}.lr", "must be > 0")
+        require(self.check_items >= 0, f"{path}.check_items", "must be >= 0")
+
+
+@dataclass
 class VideoSection:
     """Clips of easy-VQA shapes shown in turn (omnilm.data.easy_vqa_video): six questions per clip."""
 
@@ -122,6 +139,7 @@ class Recipe:
     repeats: int = 0  # + this many text-only "repeat what I said" samples
     train_limit: int | None = None  # easy-VQA training questions read (None: all)
     spoken_train: SpokenTrainSection | None = None  # spoken training questions (a model with audio.mode: embed)
+    audio_align: AudioAlignSection | None = None  # stage 1 on the spoken training clips (needs spoken_train)
     video: VideoSection | None = None  # video clips to train and evaluate on (a model with a video part)
 
     def __post_init__(self) -> None:
@@ -134,9 +152,11 @@ class Recipe:
         require(self.repeats >= 0, "repeats", "must be >= 0")
         require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be >= 1")
         require(self.budget_minutes is None or self.budget_minutes > 0, "budget_minutes", "must be > 0")
-        for section in (self.spoken_train, self.video):
+        for section in (self.spoken_train, self.audio_align, self.video):
             if section is not None:
                 section.validate()
+        require(self.audio_align is None or self.spoken_train is not None, "audio_align",
+                "trains on the spoken training clips: add a spoken_train section, or remove audio_align")
         optim = self.train.optim
         batch = optim.batch_size * optim.grad_accum
         require(not self.paired or (not self.train.data.shuffle and batch % 2 == 0), "paired",
@@ -166,7 +186,10 @@ def load_recipe(path: str | Path | None = None, budget_minutes: float | None = N
         optim = recipe.train.optim
         require(recipe.budget_minutes is not None and optim.max_steps is not None, "budget_minutes",
                  "--budget-minutes scales train.optim.max_steps by the recipe's budget_minutes: set both")
-        optim.max_steps = max(1, round(optim.max_steps * budget_minutes / recipe.budget_minutes))
+        scale = budget_minutes / recipe.budget_minutes
+        optim.max_steps = max(1, round(optim.max_steps * scale))
+        if recipe.audio_align is not None:
+            recipe.audio_align.max_steps = max(1, round(recipe.audio_align.max_steps * scale))
     if seed is not None:
         recipe.train.seed = seed
     return recipe
@@ -239,9 +262,14 @@ def build_data(data_dir: Path, recipe: Recipe, *, speech: bool) -> dict[str, Any
         train += read_jsonl(data_dir / "shapes-caption-train.jsonl")
     if recipe.repeats:
         train += repeat_records(questions, recipe.repeats, seed)
-    extra = []  # spoken and video records: paired two by two like the other non-yes/no records
+    extra, files = [], {}  # spoken and video records: paired two by two like the other non-yes/no records
     if recipe.spoken_train is not None and speech:
-        extra += spoken_training(data_dir, train, recipe.spoken_train, recipe.answer_suffix, seed)
+        spoken_rows = spoken_training(data_dir, train, recipe.spoken_train, recipe.answer_suffix, seed)
+        extra += spoken_rows
+        if recipe.audio_align is not None:
+            write_jsonl(data_dir / "train-align.jsonl", [spoken_repeat(r) for r in spoken_rows
+                                                         if r["category"] != "spoken-repeat"])
+            files["align"] = str(data_dir / "train-align.jsonl")
     if recipe.video is not None:
         extra += video_records(data_dir, "train", recipe.video.train_clips, recipe.answer_suffix)
     train += extra
@@ -251,7 +279,7 @@ def build_data(data_dir: Path, recipe: Recipe, *, speech: bool) -> dict[str, Any
     test = read_jsonl(data_dir / "test.jsonl")
     sample = random.Random(seed).sample(test, min(recipe.eval.limit, len(test)))  # all categories, many images
     write_jsonl(data_dir / "eval-typed.jsonl", sample)
-    files = {"train": str(data_dir / "train-prompted.jsonl"), "typed": str(data_dir / "eval-typed.jsonl")}
+    files.update(train=str(data_dir / "train-prompted.jsonl"), typed=str(data_dir / "eval-typed.jsonl"))
     if speech:
         (data_dir / "audio").mkdir(exist_ok=True)
         spoken = []
@@ -325,6 +353,44 @@ def train_model(config: TrainConfig, train_file: str, out_dir: Path) -> str:
     if result.final_dir is None:
         raise KeyboardInterrupt  # stopped by a signal; its checkpoint is saved
     return result.final_dir
+
+
+def align_audio(config: TrainConfig, section: AudioAlignSection, files: dict[str, str], out_dir: Path) -> dict[str, Any]:
+    """Stage 1 (``audio_align``): the audio connector alone, trained on the repeat records of the spoken training
+    clips; then the word error rate of what it says it heard on the first ``check_items`` held-out-voice clips."""
+    from omnilm.training.config import LossSection, PartStage, StageSection
+
+    stage = StageSection(name="audio-align", connectors=PartStage(mode="frozen"),
+                         per_connector={"audio": {"mode": "full", "lr": section.lr}}, loss=LossSection())
+    optim = dataclasses.replace(config.optim, max_steps=section.max_steps, lr=section.lr,
+                                warmup_steps=min(config.optim.warmup_steps or 0, section.max_steps))
+    aligned = train_model(dataclasses.replace(config, stage=stage, optim=optim,
+                                              data=dataclasses.replace(config.data, shuffle=True)),
+                          files["align"], out_dir)
+    result: dict[str, Any] = {"model": aligned, "steps": section.max_steps}
+    if section.check_items and "spoken" in files:
+        result.update(repeat_check(aligned, files["spoken"], section.check_items))
+    return result
+
+
+def repeat_check(model_dir: str, spoken_file: str, items: int) -> dict[str, Any]:
+    """Each of the first ``items`` spoken eval clips (held-out voices) asked "What did I say?": the word error rate
+    and exact-match share of the answers against the words spoken, and a few of them."""
+    from omnilm import load
+    from omnilm.metrics.wer import normalize_text, wer
+
+    lm = load(model_dir)
+    rows = read_jsonl(Path(spoken_file))[:items]
+    root = Path(spoken_file).parent
+    heard: list[str] = []
+    for start in range(0, len(rows), 16):
+        heard += lm.chat_batch([[{"role": "user", "content": [
+            {"type": "audio", "audio": str(root / _single(r["audio"]))},
+            {"type": "text", "text": REPEAT_INSTRUCTION}]}] for r in rows[start : start + 16]], max_new_tokens=24)
+    said = [r["question"] for r in rows]
+    exact = sum(normalize_text(h) == normalize_text(q) for h, q in zip(heard, said))
+    return {"items": len(rows), "wer": round(wer(heard, said), 4), "exact": round(exact / max(1, len(rows)), 4),
+            "examples": [{"said": q, "heard": h} for q, h in list(zip(said, heard))[:5]]}
 
 
 def evaluate_both(model_dir: str, files: dict[str, str], out_dir: Path, evaluation: EvalSection,
@@ -481,7 +547,12 @@ def run_quickstart(out_dir: str | Path, recipe: Recipe | dict[str, Any]) -> dict
     instruction = recipe.answer_suffix.strip()  # the typed task's instruction, also given to spoken questions
     env = steps.run("setup", lambda: setup(packaged_refs(recipe.train.model)))
     data = steps.run("data", lambda: build_data(data_dir, recipe, speech=env["speech"]))
-    trained = steps.run("train", lambda: train_model(recipe.train, data["files"]["train"], out / "train"))
+    train_config, aligned = recipe.train, None
+    if "align" in data["files"]:
+        aligned = steps.run("align", lambda: align_audio(recipe.train, recipe.audio_align, data["files"],
+                                                         out / "align"))
+        train_config = dataclasses.replace(recipe.train, model=ModelSection(checkpoint=aligned["model"]))
+    trained = steps.run("train", lambda: train_model(train_config, data["files"]["train"], out / "train"))
     results = steps.run("eval", lambda: evaluate_both(trained, data["files"], out / "eval", recipe.eval, instruction))
     image = read_jsonl(Path(data["files"]["typed"]))[0]["image"]
     examples = steps.run("examples", lambda: live_examples(trained, data_dir, str(data_dir / image), env["speech"],
@@ -494,7 +565,8 @@ def run_quickstart(out_dir: str | Path, recipe: Recipe | dict[str, Any]) -> dict
     warnings = results_warnings(results, recipe.train.seed)
     for warning in warnings:
         logger.warning(warning)
-    return {"results": results, "latency": latency, "examples": examples, "model": model, "seconds": steps.seconds(),
+    return {"results": results, "latency": latency, "align": aligned, "examples": examples, "model": model,
+            "seconds": steps.seconds(),
             "speech": env["speech"], "loss_png": str(out / "train" / "loss.png"), "warnings": warnings}
 
 

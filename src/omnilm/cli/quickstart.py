@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     print("\neasy-VQA test (a fixed seeded sample), VQA accuracy:\n" + results_table(summary["results"]))
     if "video" in summary["results"]:
         print("\n" + video_table(summary["results"]["video"]))
+    if summary["align"] and "wer" in summary["align"]:
+        align = summary["align"]
+        print(f"\naudio alignment ({align['steps']} steps, audio connector alone): 'What did I say?' on "
+              f"{align['items']} held-out-voice clips, word error rate {100 * align['wer']:.1f}%, "
+              f"exact {100 * align['exact']:.1f}%")
     if summary["latency"]:
         latency = summary["latency"]
         print(f"\ntime to first token, spoken question ({latency['items']} asked one at a time, median): "
