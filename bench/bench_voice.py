@@ -14,8 +14,8 @@ A model that hears natively (`--recipe native`: Whisper-encoder tokens, no trans
 is asked what it was trained for instead: the first question of its run's easy-VQA evaluation (or
 $OMNILM_VOICE_QUESTION, e.g. "Describe the image." for a phrase), spoken, with the image; "asr" is then
 absent and the audio encoding is part of "prefill to first token". With $OMNILM_VOICE_TASK=repeat it hears
-that question alone followed by "What did I say? Repeat it word for word." (the task its `audio_align` stage
-trained), so its answer is a sentence: the question's words.
+an easy-VQA question alone ($OMNILM_VOICE_QUESTION or REPEAT_QUESTION), then "What did I say? Repeat it word for
+word." in text (the task the native recipe's `audio_align` stage trains), so its answer is a sentence.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ THREADS = 2
 ROUNDS = 3
 TARGET_SECONDS = 1.5
 QUESTION = "The red ball is under the table. What did I say? Repeat it word for word."
+REPEAT_QUESTION = "Is there not a red shape in the image?"  # OMNILM_VOICE_TASK=repeat: words its training spoke
 CANDIDATES = ("runs/quickstart/model", "/tmp/demo/runs/quickstart/model")
 
 
@@ -138,12 +139,14 @@ def run() -> dict:
     torch.set_num_threads(THREADS)
     lm, model = load_model()
     native = lm.config.audio is not None and lm.config.audio.mode == "embed"
-    question, parts = _native_question(model) if native else (QUESTION, [])
+    repeat = native and os.environ.get("OMNILM_VOICE_TASK") == "repeat"
+    question, parts = _native_question(model) if native and not repeat else (QUESTION, [])
     after = []
-    if native and os.environ.get("OMNILM_VOICE_TASK") == "repeat":
+    if repeat:
         from omnilm.data.easy_vqa import REPEAT_INSTRUCTION
 
-        parts, after = [], [{"type": "text", "text": REPEAT_INSTRUCTION}]
+        question = os.environ.get("OMNILM_VOICE_QUESTION") or REPEAT_QUESTION
+        after = [{"type": "text", "text": REPEAT_INSTRUCTION}]
     engine = load_engine("espeak")
     samples, rate = engine.synthesize(question, voice="alloy")
     wav = encode_audio(samples, rate, "wav")

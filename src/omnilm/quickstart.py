@@ -37,7 +37,7 @@ from omnilm.data.records import read_jsonl, write_jsonl
 from omnilm.errors import ConfigError
 from omnilm.io import atomic_directory, atomic_write_bytes
 from omnilm.training.build import model_config
-from omnilm.training.config import ModelSection, TrainConfig
+from omnilm.training.config import LossSection, ModelSection, PartStage, StageSection, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,9 @@ class SpokenTrainSection:
 
 @dataclass
 class AudioAlignSection:
-    """Stage 1 of a model that hears natively: the audio connector alone learns to pass the words on (LLM,
-    encoders and the other connectors frozen), on every spoken training clip asked "What did I say?" and
-    answered by its words (cross-entropy on each word). Stage 2 (``train``) starts from it: without it, a
-    distilled connector is only told about the words once the model itself answers yes/no from text."""
+    """Stage 1 of a model that hears natively (``audio_align``, before ``train``): the audio connector alone (the
+    LLM, the encoders and the other connectors frozen) learns to pass the words on, on every spoken training clip
+    asked "What did I say?" and answered by its words (cross-entropy on each word). ``train`` starts from it."""
 
     max_steps: int = 300  # scaled with train.optim.max_steps by --budget-minutes
     lr: float = 3.0e-3
@@ -358,8 +357,6 @@ def train_model(config: TrainConfig, train_file: str, out_dir: Path) -> str:
 def align_audio(config: TrainConfig, section: AudioAlignSection, files: dict[str, str], out_dir: Path) -> dict[str, Any]:
     """Stage 1 (``audio_align``): the audio connector alone, trained on the repeat records of the spoken training
     clips; then the word error rate of what it says it heard on the first ``check_items`` held-out-voice clips."""
-    from omnilm.training.config import LossSection, PartStage, StageSection
-
     stage = StageSection(name="audio-align", connectors=PartStage(mode="frozen"),
                          per_connector={"audio": {"mode": "full", "lr": section.lr}}, loss=LossSection())
     optim = dataclasses.replace(config.optim, max_steps=section.max_steps, lr=section.lr,

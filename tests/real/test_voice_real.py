@@ -114,7 +114,8 @@ def test_bad_uploads_are_4xx_and_the_server_keeps_serving(server, client, spoken
         (("big.wav", b"\0" * (2 * 2**20 + 10)), {}, 413, "over this server's limit of 2 MiB"),
         (("a.wav", spoken), {"response_format": "docx"}, 400, "unknown response_format 'docx'"),
         (("a.wav", spoken), {"language": "klingon"}, 400, "language 'klingon'"),
-        (("a.wav", spoken), {"timestamp_granularities": ["word"]}, 400, "word timestamps"),
+        (("a.wav", spoken), {"timestamp_granularities": ["word"]}, 400,
+         "word timestamps come only with response_format verbose_json"),
     ]
     rate = 8_000
     long = io.BytesIO()
