@@ -139,14 +139,14 @@ def run() -> dict:
     torch.set_num_threads(THREADS)
     lm, model = load_model()
     native = lm.config.audio is not None and lm.config.audio.mode == "embed"
-    repeat = native and os.environ.get("OMNILM_VOICE_TASK") == "repeat"
-    question, parts = _native_question(model) if native and not repeat else (QUESTION, [])
-    after = []
-    if repeat:
+    after = []  # content after the speech
+    if native and os.environ.get("OMNILM_VOICE_TASK") == "repeat":
         from omnilm.data.easy_vqa import REPEAT_INSTRUCTION
 
-        question = os.environ.get("OMNILM_VOICE_QUESTION") or REPEAT_QUESTION
+        question, parts = os.environ.get("OMNILM_VOICE_QUESTION") or REPEAT_QUESTION, []
         after = [{"type": "text", "text": REPEAT_INSTRUCTION}]
+    else:
+        question, parts = _native_question(model) if native else (QUESTION, [])
     engine = load_engine("espeak")
     samples, rate = engine.synthesize(question, voice="alloy")
     wav = encode_audio(samples, rate, "wav")
