@@ -2,8 +2,8 @@
 
 - robustness: a trained native run's hearing by speech condition (noise, level, tempo, another synthesizer;
   omnilm.data.speech_conditions), native audio tokens against the Whisper cascade on the same items.
-- ablations: the recipe's design choices (stack factor 4 vs 8, distillation vs cross-entropy only, with vs
-  without the frame-order embedding), each a quickstart trained at the same reduced step budget, two at a
+- ablations: the recipe's design choices (stack factor 4 vs 8, transcript-first cross-entropy vs distillation of
+  one-word answers, with vs without the frame-order embedding), each a quickstart trained at the same reduced step budget, two at a
   time (one thread each) beside the unchanged recipe at that budget.
 
     OMNILM_NATIVE_RUN=runs/qs-native python bench/run.py bench_native   # the trained run's --out directory
@@ -29,7 +29,7 @@ ROBUSTNESS_ITEMS = 100  # spoken test questions per condition (the first of the 
 ABLATIONS = {  # name → recipe overrides (dotted paths) on top of the native recipe
     "native": {},
     "stack-4": {"train.model.config.audio.stack_factor": 4},
-    "cross-entropy": {"train.stage.loss": {"type": "cross_entropy"}},
+    "distill": {"spoken_train.transcript_first": False, "train.stage.loss": {"type": "distill"}},
     "no-frame-order": {"train.model.config.video.frame_order": False},
 }
 ABLATION_EVAL = {"eval.limit": 300, "eval.spoken_limit": 200, "eval.latency_items": 0, "eval.cascade": False}
@@ -55,11 +55,12 @@ def robustness(run_dir: Path, items: int = ROBUSTNESS_ITEMS) -> dict:
     from omnilm.evaluation import evaluate
     from omnilm.evaluation.tasks import load_task
     from omnilm.data.records import read_jsonl, write_jsonl
-    from omnilm.quickstart import cascade_records, load_recipe
+    from omnilm.quickstart import cascade_records, load_recipe, transcript_first_task
 
     data_dir, out = run_dir / "data", run_dir / "robustness"
     lm = load(run_dir / "model")
-    instruction = load_recipe("native").answer_suffix.strip()
+    recipe = load_recipe("native")
+    instruction = recipe.answer_suffix.strip()
     source = out / "source" / "eval-typed.jsonl"  # media paths relative to data_dir, as build_spoken wants
     write_jsonl(source, read_jsonl(data_dir / "eval-typed.jsonl")[:items])
     table = {}
@@ -67,6 +68,7 @@ def robustness(run_dir: Path, items: int = ROBUSTNESS_ITEMS) -> dict:
         built = build_spoken(source, out / name, split="test", media_root=data_dir, condition=name)
         spoken = Path(built["files"][source.name])  # its media paths are relative to its own directory
         native = dataclasses.replace(load_task("easy-vqa-spoken"), data=spoken, dataset=None, prompt=instruction)
+        native = transcript_first_task(native) if recipe.transcript_first else native
         heard = evaluate(lm, native, out / name / "native", batch_size=16)
         typed = Path(cascade_records(lm, spoken, out / name / "cascade.jsonl", None))
         cascade = evaluate(lm, dataclasses.replace(load_task("easy-vqa"), data=typed, dataset=None),

@@ -12,10 +12,14 @@ whose answer to "<sentence> What did I say? Repeat it word for word." is that on
 same packaged parts untrained (Qwen2.5-0.5B-Instruct + Whisper base transcribing), named in the result.
 A model that hears natively (`--recipe native`: Whisper-encoder tokens, no transcript, so nothing to repeat)
 is asked what it was trained for instead: the first question of its run's easy-VQA evaluation (or
-$OMNILM_VOICE_QUESTION, e.g. "Describe the image." for a phrase), spoken, with the image; "asr" is then
+$OMNILM_VOICE_QUESTION, e.g. "Describe the image." for a phrase), spoken, with the image, then the recipe's
+instruction in text ("Answer with one word.", as it was trained); "asr" is then
 absent and the audio encoding is part of "prefill to first token". With $OMNILM_VOICE_TASK=repeat it hears
 an easy-VQA question alone ($OMNILM_VOICE_QUESTION or REPEAT_QUESTION), then "What did I say? Repeat it word for
 word." in text (the task the native recipe's `audio_align` stage trains), so its answer is a sentence.
+A native model trained `transcript_first` replies with the words it heard, then its answer: two sentences, the
+first spoken while the second is decoded. $OMNILM_VOICE_ENGINE=llama.cpp runs the LLM in llama.cpp (the model is
+exported to GGUF once, Q8_0 unless $OMNILM_VOICE_QUANT says otherwise); the default is transformers.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def load_model():
     for candidate in candidates:
         path = Path(candidate) if Path(candidate).is_absolute() else root / candidate
         if (path / "omnilm.json").is_file():
-            return omnilm.load(str(path)), str(path)
+            return omnilm.load(str(path), **engine_options()), str(path)
     from omnilm.config import OmniConfig
     from omnilm.lm import OmniLM
     from omnilm.quickstart import load_recipe
@@ -64,6 +68,17 @@ def load_model():
     logger.warning("no trained quickstart model (run `omnilm quickstart`): timing its parts untrained")
     lm = OmniLM.from_config(OmniConfig.from_dict({"llm": parts["llm"], "audio": parts["audio"]}))
     return lm, f"untrained quickstart parts ({parts['llm']['source']} + {parts['audio']['source']}), no LoRA"
+
+
+def engine_options() -> dict:
+    """omnilm.load's engine keywords from $OMNILM_VOICE_ENGINE (and $OMNILM_VOICE_QUANT): none for the default."""
+    engine = os.environ.get("OMNILM_VOICE_ENGINE")
+    if not engine or engine == "torch":
+        return {}
+    options = {"engine": engine, "n_threads": THREADS}
+    if os.environ.get("OMNILM_VOICE_QUANT"):
+        options["quant"] = os.environ["OMNILM_VOICE_QUANT"]
+    return options
 
 
 def _native_question(model: str) -> tuple[str, list[dict]]:
@@ -101,6 +116,8 @@ def _spoken_turn(client: httpx.Client, wav_b64: str, parts: list[dict], after: l
                 text += audio["transcript"]
                 if splitter.feed(audio["transcript"]):
                     marks.setdefault("first_sentence", now)
+            if audio.get("data"):
+                marks["last_audio"] = now  # the last chunk: the speech of the reply's last sentence
             if audio.get("data") and "first_audio" not in marks:
                 marks["first_audio"] = now
                 marks.setdefault("first_sentence", marks["last_token"])  # completed by the reply's end (EOS)
@@ -145,8 +162,13 @@ def run() -> dict:
 
         question, parts = os.environ.get("OMNILM_VOICE_QUESTION") or REPEAT_QUESTION, []
         after = [{"type": "text", "text": REPEAT_INSTRUCTION}]
+    elif native:  # asked as the native recipe trains: image, speech, then the task's instruction
+        from omnilm.quickstart import load_recipe
+
+        question, parts = _native_question(model)
+        after = [{"type": "text", "text": load_recipe("native").answer_suffix}]
     else:
-        question, parts = _native_question(model) if native else (QUESTION, [])
+        question, parts = QUESTION, []
     engine = load_engine("espeak")
     samples, rate = engine.synthesize(question, voice="alloy")
     wav = encode_audio(samples, rate, "wav")
@@ -172,13 +194,15 @@ def run() -> dict:
             rounds.append({**turn, "asr": asr, "asr_greedy": greedy, "tts": tts, "typed_first_token": typed, "heard": heard,
                            "sentence": sentence})
     med = {key: statistics.median(r[key] for r in rounds) for key in
-           ("asr", "asr_greedy", "first_token", "first_sentence", "first_audio", "tts", "typed_first_token", "done")}
+           ("asr", "asr_greedy", "first_token", "first_sentence", "first_audio", "last_audio", "tts", "typed_first_token",
+            "done")}
     result = {
         "model": model,
+        "engine": lm.engine,
         "threads": THREADS,
         "rounds": ROUNDS,
         "question": question,
-        "task": "repeat" if after else "answer",
+        "task": "repeat" if os.environ.get("OMNILM_VOICE_TASK") == "repeat" and native else "answer",
         "hears": "natively (audio tokens)" if native else "through Whisper's transcript",
         "heard": rounds[-1]["heard"],
         "answer": rounds[-1]["answer"],
@@ -197,6 +221,7 @@ def run() -> dict:
                     "tts_first_sentence_espeak_pcm": round(med["tts"], 3)},
         "reference_typed_question_first_token_s": round(med["typed_first_token"], 3),
         "whole_reply_s": round(med["done"], 3),
+        "last_audio_chunk_s": round(med["last_audio"], 3),  # a transcript-first reply: the answer's speech
         "all_rounds_first_audio_s": [round(r["first_audio"], 3) for r in rounds],
     }
     logger.info("voice bot: %.2f s end of speech → first audio byte (target %.1f s); parts %s",

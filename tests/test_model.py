@@ -217,3 +217,21 @@ def test_whisper_clips_lead_with_silence_inside_the_window():
     padded = _lead_with_silence(clip, window=480_000)
     assert padded.shape == (lead + 1000,) and not padded[:lead].any() and (padded[lead:] == clip).all()
     assert _lead_with_silence(np.ones(479_900, np.float32), window=480_000).shape == (480_000,)  # never past 30 s
+
+
+def test_a_full_save_of_a_model_that_hears_natively_loads_its_whisper_encoder_without_a_decoder(tmp_path, monkeypatch):
+    import transformers
+
+    import omnilm
+
+    lm = tiny_model(("audio",))
+    saved = lm.save(tmp_path / "model", full=True)  # audio/ holds the Whisper encoder's weights only
+    clip = np.sin(np.linspace(0, 400, 16_000)).astype(np.float32)  # 1 s at 16 kHz
+    features, _ = lm.processor.audio_features([clip])  # (1, n_mels, F)
+    with torch.no_grad():
+        expected = lm.model.audio(features)
+    monkeypatch.setattr(transformers.WhisperForConditionalGeneration, "from_pretrained",
+                        lambda *a, **k: pytest.fail("a whole Whisper was built for an encoder-only checkpoint"))
+    again = omnilm.load(saved)
+    with torch.no_grad():
+        assert torch.equal(again.model.audio(features), expected)

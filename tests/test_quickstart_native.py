@@ -13,11 +13,12 @@ from omnilm.quickstart import Recipe, default_recipe, load_recipe, run_quickstar
 
 TINY_NATIVE = {
     "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30,
-    "spoken_train": {"share": 0.5, "augment": True}, "video": {"train_clips": 3, "test_clips": 1},
+    "spoken_train": {"share": 0.5, "augment": True, "transcript_first": True},
+    "video": {"train_clips": 3, "test_clips": 1},
     "audio_align": {"max_steps": 2, "check_items": 2},
     "eval": {"limit": 3, "seed": 0, "batch_size": 2, "cascade": True, "latency_items": 2},
     "train": {"model": {"tiny": ["image", "audio", "video"]}, "optim": {"batch_size": 2, "max_steps": 3},
-              "stage": {"loss": {"type": "distill"}}, "save_every": 1, "feature_cache": {"enabled": False}},
+              "stage": {"loss": {"type": "cross_entropy"}}, "save_every": 1, "feature_cache": {"enabled": False}},
 }
 
 
@@ -28,12 +29,12 @@ class FakeWhisper:
         return ["What color is the shape?" for _ in clips]
 
 
-def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_with_distillation():
+def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_saying_what_it_heard():
     assert default_recipe("native").is_relative_to(Path(omnilm.__file__).parent)
     recipe = load_recipe("native")
     config = recipe.train.model.config
     assert config["audio"]["mode"] == "embed" and config["connectors"]["audio"]["type"] == "swiglu"
-    assert recipe.train.stage.loss.type == "distill" and recipe.spoken_train and recipe.video
+    assert recipe.train.stage.loss.type == "cross_entropy" and recipe.transcript_first and recipe.video
     assert recipe.eval.cascade and recipe.eval.latency_items > 0
     assert load_recipe().spoken_train is None and load_recipe().video is None  # `make demo` is unchanged
 
@@ -49,7 +50,9 @@ def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypa
     assert "| all | 6 |" in video_table(summary["results"]["video"])
     latency = summary["latency"]
     assert latency["items"] == 2 and latency["audio_mode"] == "embed"
-    assert latency["spoken_ms"] > 0 and latency["cascade_ms"] > 0
+    assert latency["spoken_ms"] > 0 and latency["cascade_ms"] > 0 and latency["spoken_answer_ms"] > 0
+    heard = summary["results"]["spoken"]["heard"]  # the first line of each spoken reply against the words said
+    assert heard["items"] == 3 and heard["wer"] >= 0 and len(heard["examples"]) == 3
 
     data = tmp_path / "data"
     train = [json.loads(line) for line in (data / "train-prompted.jsonl").read_text().splitlines()]
@@ -59,6 +62,11 @@ def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypa
     assert {r["voice"]["voice"] for r in spoken} <= set(TRAIN_VOICES)  # test voices are never trained on
     assert all("condition" in r["voice"] and len(r["spoken_text"]) == 1 for r in spoken)
     assert all(r["conversations"][0]["value"] == "<image>\n<audio>\nAnswer with one word." for r in spoken)
+    typed = {r["id"]: r["conversations"] for r in train}
+    for record in spoken:  # transcript first: the words spoken, then the typed question's answer
+        question, answer = typed[record["id"].removeprefix("spoken-")]
+        assert question["value"] == f"<image>\n{record['spoken_text'][0]}\nAnswer with one word."
+        assert record["conversations"][1]["value"] == f"{record['spoken_text'][0]}\n{answer['value']}"
     for record in spoken[:2] + video[:2]:
         for key in ("image", "audio", "video"):
             for path in [record[key]] if isinstance(record.get(key), str) else record.get(key, []):
@@ -121,3 +129,41 @@ def test_a_spoken_repeat_is_the_clip_alone_answered_by_its_words():
                                              {"type": "text", "text": "What did I say?"}]}]
     assert text_twin(messages, repeat["spoken_text"])[0]["content"][0] == {"type": "text",
                                                                           "text": "Is there a red shape?"}
+
+
+def test_transcript_first_answers_say_the_words_then_the_answer_and_are_scored_on_the_last_line():
+    from omnilm.evaluation.tasks import load_task
+    from omnilm.quickstart import transcript_first_answer, transcript_first_task
+
+    row = {"spoken_text": ["Is there a red shape?"], "conversations": [
+        {"from": "human", "value": "<image>\n<audio>\nAnswer with one word."}, {"from": "gpt", "value": "no"}]}
+    assert transcript_first_answer(row) == {"from": "gpt", "value": "Is there a red shape?\nno"}
+    assert row["conversations"][1]["value"] == "no"  # the record is not changed in place
+    plain = load_task("easy-vqa-spoken")
+    task = transcript_first_task(plain)
+    assert task.clean("is there a red shape?\nNo.") == "no" and task.clean("Yes") == "yes"
+    assert plain.clean("is there a red shape?\nNo.") == "is there a red shape"  # a one-word task reads line one
+    assert task.generation["max_new_tokens"] > plain.generation["max_new_tokens"]
+
+
+def test_transcript_first_needs_cross_entropy():
+    distill = {**TINY_NATIVE["train"], "stage": {"loss": {"type": "distill"}}}
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.transcript_first: true needs "
+                                                        r"train.stage.loss.type: cross_entropy"):
+        Recipe.from_dict({**TINY_NATIVE, "train": distill})
+    plain = Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"share": 0.5}, "train": distill})
+    assert Recipe.from_dict(TINY_NATIVE).transcript_first and not plain.transcript_first
+
+
+def test_the_words_a_transcript_first_model_heard_are_scored_against_the_words_spoken(tmp_path):
+    from omnilm.data.records import write_jsonl
+    from omnilm.quickstart import transcripts_heard
+
+    write_jsonl(tmp_path / "spoken.jsonl", [{"id": "a", "question": "Is there a red shape?"},
+                                            {"id": "b", "question": "What color is the shape?"}])
+    write_jsonl(tmp_path / "predictions.jsonl", [{"id": "b", "raw": "what color is the shape?\nred"},
+                                                 {"id": "a", "raw": "Is there a blue shape?\nno"}])
+    heard = transcripts_heard(tmp_path / "predictions.jsonl", tmp_path / "spoken.jsonl")
+    assert heard["items"] == 2 and heard["exact"] == 0.5
+    assert heard["wer"] == round(1 / 10, 4)  # one word of the ten spoken: "red" heard as "blue"
+    assert heard["examples"][1] == {"said": "Is there a red shape?", "heard": "Is there a blue shape?"}

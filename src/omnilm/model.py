@@ -12,6 +12,7 @@ from torch import nn
 from omnilm.config import OmniConfig, torch_dtype
 from omnilm.connectors import build_connector
 from omnilm.encoders import AudioEncoder, VideoEncoder, VisionEncoder, load_vision_tower
+from omnilm.encoders.audio import load_whisper_encoder
 from omnilm.errors import PlaceholderMismatchError
 from omnilm.fusion import GatedXAttnFusion, MediaContext
 from omnilm.layout import MediaLayout
@@ -121,10 +122,8 @@ class OmniModel(nn.Module):
                 image_size=layout.image_size,
             )
         if config.audio is not None and config.audio.mode == "embed":
-            whisper = transformers.WhisperForConditionalGeneration.from_pretrained(
-                resolve_source(config.audio.source, base_dir), dtype=torch_dtype(config.audio.dtype)
-            )
-            audio = AudioEncoder(whisper.model.encoder, stack_factor=config.audio.stack_factor)
+            encoder = load_whisper_encoder(resolve_source(config.audio.source, base_dir), torch_dtype(config.audio.dtype))
+            audio = AudioEncoder(encoder, stack_factor=config.audio.stack_factor)
         return cls(config, llm=llm, placeholder_ids=placeholder_ids, vision=vision, audio=audio)
 
     # Forward ------------------------------------------------------------------------------------

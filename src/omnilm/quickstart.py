@@ -89,6 +89,7 @@ class SpokenTrainSection:
     share: float = 0.25  # of the easy-VQA training questions kept by the surgery
     augment: bool = True  # vary noise, level and tempo per clip (omnilm.data.speech_conditions)
     repeat_share: float = 0.0  # of the spoken clips also asked "What did I say?" alone: answered by their words
+    transcript_first: bool = False  # answered "<the words heard>\n<answer>": the model says what it heard first
 
     def validate(self, path: str = "spoken_train") -> None:
         require(0.0 < self.share <= 1.0, f"{path}.share", "must be in (0, 1]")
@@ -144,6 +145,11 @@ class Recipe:
     def __post_init__(self) -> None:
         self.validate()
 
+    @property
+    def transcript_first(self) -> bool:
+        """Spoken questions are answered after their words (``spoken_train.transcript_first``)."""
+        return self.spoken_train is not None and self.spoken_train.transcript_first
+
     def validate(self) -> None:
         self.eval.validate()
         for name in ("open_fraction", "negated_fraction"):
@@ -156,6 +162,9 @@ class Recipe:
                 section.validate()
         require(self.audio_align is None or self.spoken_train is not None, "audio_align",
                 "trains on the spoken training clips: add a spoken_train section, or remove audio_align")
+        require(not self.transcript_first or self.train.stage.loss.type != "distill", "spoken_train.transcript_first",
+                "true needs train.stage.loss.type: cross_entropy (the distillation teacher reads the question typed, "
+                "so it has no transcript to predict); set it, or set transcript_first: false")
         optim = self.train.optim
         batch = optim.batch_size * optim.grad_accum
         require(not self.paired or (not self.train.data.shuffle and batch % 2 == 0), "paired",
@@ -302,7 +311,8 @@ def build_data(data_dir: Path, recipe: Recipe, *, speech: bool) -> dict[str, Any
 def spoken_training(data_dir: Path, typed: list[dict], section: SpokenTrainSection, suffix: str,
                     seed: int) -> list[dict]:
     """A seeded ``section.share`` of the typed training questions spoken by training voices (augmented when
-    asked), asked as ``<image>`` + the clip + ``suffix``; the words stay in ``spoken_text`` for distillation."""
+    asked), asked as ``<image>`` + the clip + ``suffix``; the words stay in ``spoken_text`` for distillation.
+    With ``section.transcript_first`` each answer is preceded by the words spoken and a newline."""
     from omnilm.data.spoken import build_spoken
 
     chosen = random.Random(f"spoken-{seed}").sample(typed, round(section.share * len(typed)))
@@ -316,8 +326,17 @@ def spoken_training(data_dir: Path, typed: list[dict], section: SpokenTrainSecti
         row["conversations"][0]["value"] += suffix
         row["id"] = f"spoken-{row['id']}"
         row["category"] = f"spoken-{row.get('category')}"  # kept out of the yes/no pairs of typed questions
+        if section.transcript_first:
+            row["conversations"][1] = transcript_first_answer(row)
     chosen = random.Random(f"repeat-{seed}").sample(rows, round(section.repeat_share * len(rows)))
     return rows + [spoken_repeat(row) for row in chosen]
+
+
+def transcript_first_answer(row: dict) -> dict:
+    """The assistant turn of spoken record ``row`` preceded by the words spoken and a newline: the model says what
+    it heard, then answers (the words are learnt on every spoken question, not only in stage 1)."""
+    answer = row["conversations"][1]
+    return {**answer, "value": f"{row['spoken_text'][0]}\n{answer['value']}"}
 
 
 def spoken_repeat(row: dict) -> dict:
@@ -374,7 +393,6 @@ def repeat_check(model_dir: str, spoken_file: str, items: int) -> dict[str, Any]
     """Each of the first ``items`` spoken eval clips (held-out voices) asked "What did I say?": the word error rate
     and exact-match share of the answers against the words spoken, and a few of them."""
     from omnilm import load
-    from omnilm.metrics.wer import normalize_text, wer
 
     lm = load(model_dir)
     rows = read_jsonl(Path(spoken_file))[:items]
@@ -384,18 +402,34 @@ def repeat_check(model_dir: str, spoken_file: str, items: int) -> dict[str, Any]
         heard += lm.chat_batch([[{"role": "user", "content": [
             {"type": "audio", "audio": str(root / _single(r["audio"]))},
             {"type": "text", "text": REPEAT_INSTRUCTION}]}] for r in rows[start : start + 16]], max_new_tokens=24)
-    said = [r["question"] for r in rows]
+    return words_heard(heard, [r["question"] for r in rows])
+
+
+def words_heard(heard: list[str], said: list[str]) -> dict[str, Any]:
+    """The word error rate and exact-match share of what a model says it heard against the words spoken, and a
+    few examples."""
+    from omnilm.metrics.wer import normalize_text, wer
+
     exact = sum(normalize_text(h) == normalize_text(q) for h, q in zip(heard, said))
-    return {"items": len(rows), "wer": round(wer(heard, said), 4), "exact": round(exact / max(1, len(rows)), 4),
+    return {"items": len(said), "wer": round(wer(heard, said), 4), "exact": round(exact / max(1, len(said)), 4),
             "examples": [{"said": q, "heard": h} for q, h in list(zip(said, heard))[:5]]}
 
 
+def transcripts_heard(predictions: Path, spoken_file: Path) -> dict[str, Any]:
+    """A transcript-first model's spoken evaluation: the first line of each reply (the words it says it heard)
+    against the question spoken (`words_heard`)."""
+    said = {r["id"]: r["question"] for r in read_jsonl(spoken_file)}
+    replies = read_jsonl(predictions)
+    return words_heard([r["raw"].strip().split("\n", 1)[0] for r in replies], [said[r["id"]] for r in replies])
+
+
 def evaluate_both(model_dir: str, files: dict[str, str], out_dir: Path, evaluation: EvalSection,
-                  instruction: str) -> dict[str, Any]:
+                  instruction: str, transcript_first: bool = False) -> dict[str, Any]:
     """easy-VQA typed and (when built) spoken on the sampled test questions (``eval.limit``, ``eval.spoken_limit``).
 
     Spoken questions get the typed task's ``instruction``: in transcribe mode the LLM reads the transcript
-    where a typed question would be, so both are asked alike.
+    where a typed question would be, so both are asked alike. A ``transcript_first`` model's spoken answer is
+    the last line of its reply (the first says what it heard).
     """
     from omnilm import load
     from omnilm.evaluation import evaluate
@@ -415,9 +449,24 @@ def evaluate_both(model_dir: str, files: dict[str, str], out_dir: Path, evaluati
             task = dataclasses.replace(load_task(task_name), data=Path(files[kind]), dataset=None)
             if kind == "spoken":
                 task = dataclasses.replace(task, prompt=instruction)
+                if transcript_first:
+                    task = transcript_first_task(task)
             results[kind] = evaluate(lm, task, out_dir / kind, batch_size=evaluation.batch_size, limit=limits[kind])
-    return {kind: {"num_items": r["num_items"], "metrics": r["metrics"], "by_category": r["by_category"],
-                   "seconds": r["generation_seconds"]} for kind, r in results.items()}
+    summary = {kind: {"num_items": r["num_items"], "metrics": r["metrics"], "by_category": r["by_category"],
+                      "seconds": r["generation_seconds"]} for kind, r in results.items()}
+    if transcript_first and "spoken" in summary:
+        summary["spoken"]["heard"] = transcripts_heard(out_dir / "spoken" / "predictions.jsonl", Path(files["spoken"]))
+    return summary
+
+
+def transcript_first_task(task):
+    """``task`` for a model that says what it heard before it answers: room for the words, the last line scored."""
+    generation = {**task.generation, "max_new_tokens": TRANSCRIPT_FIRST_TOKENS}
+    postprocess = ["last_line", *(step for step in task.postprocess if step != "first_line")]
+    return dataclasses.replace(task, generation=generation, postprocess=postprocess)
+
+
+TRANSCRIPT_FIRST_TOKENS = 40  # the words of a spoken question, a newline and a one-word answer
 
 
 def hears_natively(lm) -> bool:
@@ -460,24 +509,30 @@ def _single(media: str | list[str]) -> str:
     return media[0] if isinstance(media, list) else media
 
 
-def spoken_latency(model_dir: str, spoken_file: str, *, items: int, cascade: bool) -> dict[str, Any]:
+def spoken_latency(model_dir: str, spoken_file: str, *, items: int, cascade: bool,
+                   transcript_first: bool = False) -> dict[str, Any]:
     """Median time to first token (ms) of spoken questions asked one at a time, as a user asks: as the model
     hears them (its own audio mode), and, for a model that hears natively and ``cascade``, through Whisper's
-    transcript (transcription included)."""
+    transcript (transcription included). A ``transcript_first`` model's first token begins the words it heard,
+    so the time to its whole reply, the answer included, is measured too (``spoken_answer_ms``)."""
     from omnilm import load
     from omnilm.media import load_audio
 
     lm = load(model_dir)
     rows = read_jsonl(Path(spoken_file))[:items]
     root = Path(spoken_file).parent
-    heard, through_text = [], []
+    heard, answered, through_text = [], [], []
     transcriber = whisper_for(lm) if cascade and hears_natively(lm) else None
     for row in rows:
         image, clip = str(root / row["image"]), str(root / row["audio"])
+        asked = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "audio", "audio": clip}]}]
         start = time.perf_counter()
-        lm.chat([{"role": "user", "content": [{"type": "image", "image": image}, {"type": "audio", "audio": clip}]}],
-                max_new_tokens=1)
+        lm.chat(asked, max_new_tokens=1)
         heard.append(time.perf_counter() - start)
+        if transcript_first:
+            start = time.perf_counter()
+            lm.chat(asked, max_new_tokens=TRANSCRIPT_FIRST_TOKENS)
+            answered.append(time.perf_counter() - start)
         if transcriber is not None:
             start = time.perf_counter()
             text = transcriber.transcribe([load_audio(clip, max_seconds=30.0)])[0]
@@ -485,6 +540,8 @@ def spoken_latency(model_dir: str, spoken_file: str, *, items: int, cascade: boo
                     max_new_tokens=1)
             through_text.append(time.perf_counter() - start)
     result = {"items": len(rows), "audio_mode": lm.config.audio.mode, "spoken_ms": _median_ms(heard)}
+    if answered:
+        result["spoken_answer_ms"] = _median_ms(answered)
     if through_text:
         result["cascade_ms"] = _median_ms(through_text)
     return result
@@ -496,8 +553,10 @@ def _median_ms(seconds: list[float]) -> float:
     return round(1000 * statistics.median(seconds), 1)
 
 
-def live_examples(model_dir: str, data_dir: Path, image: str, speech: bool, instruction: str) -> list[dict[str, str]]:
-    """Three answers: image + typed question; the same image + spoken question; speech alone."""
+def live_examples(model_dir: str, data_dir: Path, image: str, speech: bool, instruction: str,
+                  spoken_tokens: int = 8) -> list[dict[str, str]]:
+    """Three answers: image + typed question; the same image + spoken question (up to ``spoken_tokens``); speech
+    alone."""
     from omnilm import load
 
     lm = load(model_dir)
@@ -512,11 +571,11 @@ def live_examples(model_dir: str, data_dir: Path, image: str, speech: bool, inst
     heard = lm.processor.transcriber.transcribe if lm.processor.transcriber is not None else None
     for wav, text, parts, tokens in (
         (question_wav, SPOKEN_QUESTION, [{"type": "image", "image": image}, {"type": "audio", "audio": str(question_wav)},
-                                         {"type": "text", "text": instruction}], 8),
+                                         {"type": "text", "text": instruction}], spoken_tokens),
         (sentence_wav, SPOKEN_SENTENCE, [{"type": "audio", "audio": str(sentence_wav)},
                                          {"type": "text", "text": REPEAT_INSTRUCTION}], 40),
     ):
-        example = {"input": f"{'same image + ' if tokens == 8 else ''}spoken: {text!r}",
+        example = {"input": f"{'same image + ' if wav == question_wav else ''}spoken: {text!r}",
                    "answer": lm.chat([{"role": "user", "content": parts}], max_new_tokens=tokens)}
         if heard is not None:
             from omnilm.media import load_audio
@@ -550,14 +609,17 @@ def run_quickstart(out_dir: str | Path, recipe: Recipe | dict[str, Any]) -> dict
                                                          out / "align"))
         train_config = dataclasses.replace(recipe.train, model=ModelSection(checkpoint=aligned["model"]))
     trained = steps.run("train", lambda: train_model(train_config, data["files"]["train"], out / "train"))
-    results = steps.run("eval", lambda: evaluate_both(trained, data["files"], out / "eval", recipe.eval, instruction))
+    results = steps.run("eval", lambda: evaluate_both(trained, data["files"], out / "eval", recipe.eval, instruction,
+                                                      recipe.transcript_first))
     image = read_jsonl(Path(data["files"]["typed"]))[0]["image"]
+    spoken_tokens = TRANSCRIPT_FIRST_TOKENS if recipe.transcript_first else 8
     examples = steps.run("examples", lambda: live_examples(trained, data_dir, str(data_dir / image), env["speech"],
-                                                           instruction))
+                                                           instruction, spoken_tokens))
     latency = None
     if "spoken" in data["files"] and recipe.eval.latency_items:
         latency = steps.run("latency", lambda: spoken_latency(trained, data["files"]["spoken"],
-                                                              items=recipe.eval.latency_items, cascade=recipe.eval.cascade))
+                                                              items=recipe.eval.latency_items, cascade=recipe.eval.cascade,
+                                                              transcript_first=recipe.transcript_first))
     model = steps.run("save", lambda: save_model(trained, out / "model"))
     warnings = results_warnings(results, recipe.train.seed)
     for warning in warnings:

@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     print("\neasy-VQA test (a fixed seeded sample), VQA accuracy:\n" + results_table(summary["results"]))
     if "video" in summary["results"]:
         print("\n" + video_table(summary["results"]["video"]))
+    heard = summary["results"].get("spoken", {}).get("heard")
+    if heard:
+        print(f"\nwhat the model says it heard before answering ({heard['items']} spoken test questions): "
+              f"word error rate {100 * heard['wer']:.1f}%, exact {100 * heard['exact']:.1f}%")
     if summary["align"] and "wer" in summary["align"]:
         align = summary["align"]
         print(f"\naudio alignment ({align['steps']} steps, audio connector alone): 'What did I say?' on "
@@ -63,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ntime to first token, spoken question ({latency['items']} asked one at a time, median): "
               f"{latency['spoken_ms']:.0f} ms as the model hears it ({latency['audio_mode']})"
               + (f", {latency['cascade_ms']:.0f} ms through Whisper's transcript" if "cascade_ms" in latency else ""))
+        if "spoken_answer_ms" in latency:
+            print(f"time to the whole reply (the words heard, then the answer): {latency['spoken_answer_ms']:.0f} ms")
     if not summary["speech"]:
         print("(spoken questions skipped: espeak-ng is not installed; `make system-deps` installs it)")
     print("\nlive examples:")

@@ -9,6 +9,7 @@ them (`audio_tokens`) and the model takes its count.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -107,6 +108,30 @@ class WhisperTranscriber(nn.Module):
         options["max_new_tokens"] = max(1, min(room, math.ceil(seconds * TRANSCRIPT_TOKENS_PER_SECOND) + 8))
         ids = self.whisper.generate(features, **options)  # the returned ids leave the prompt out
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+ENCODER_PREFIX = "model.encoder."  # Whisper's key names for its encoder; a saved embed-mode model keeps only these
+
+
+def load_whisper_encoder(source: str, dtype: torch.dtype) -> nn.Module:
+    """Whisper's encoder from `source` (a local dir or hub id): a whole Whisper's, or the encoder alone that a model
+    hearing natively saves (`model.encoder.*` keys only), loaded without building a decoder it does not have."""
+    import transformers
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    weights = Path(source) / "model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), "pt") as handle:
+            encoder_only = all(key.startswith(ENCODER_PREFIX) for key in handle.keys())
+        if encoder_only:
+            config = transformers.WhisperConfig.from_pretrained(source)
+            encoder = transformers.models.whisper.modeling_whisper.WhisperEncoder(config)
+            state = {key.removeprefix(ENCODER_PREFIX): value for key, value in load_file(str(weights)).items()}
+            encoder.load_state_dict(state, strict=True)
+            return encoder.to(dtype).eval()
+    whisper = transformers.WhisperForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    return whisper.model.encoder
 
 
 def load_whisper(source: str, dtype: str) -> tuple:

@@ -42,6 +42,7 @@ POSTPROCESSORS = {
     "strip": str.strip,
     "lower": str.lower,
     "first_line": lambda text: text.strip().split("\n", 1)[0],
+    "last_line": lambda text: text.strip().rsplit("\n", 1)[-1],
     "first_word": lambda text: (text.split() or [""])[0],
     "strip_punctuation": lambda text: text.strip(string.punctuation + string.whitespace),
 }

@@ -30,6 +30,7 @@ PART_MODES = ("frozen", "full", "lora", "qlora")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 LOSS_TYPES = ("cross_entropy", "distill")
+LOSS_AVERAGES = ("token", "record")
 
 
 @dataclass
@@ -149,16 +150,22 @@ class LossSection:
     """The token objective. `cross_entropy`: on the assistant tokens. `distill` (Ultravox's recipe): on a spoken
     record (one built by `omnilm data spoken`, which keeps the words in `spoken_text`), the KL divergence from
     the model's next-token distribution given the question as text (the teacher, no gradient) to the same
-    model's given the audio, at `temperature`, plus `ce_weight` × cross-entropy; other records: cross-entropy."""
+    model's given the audio, at `temperature`, plus `ce_weight` × cross-entropy; other records: cross-entropy.
+    `average`: `token`, the mean over every assistant token of the global batch; `record`, each record's mean
+    over its own tokens, then the mean over records (a long answer then weighs as much as a one-word one)."""
 
     type: str = "cross_entropy"  # cross_entropy | distill
     temperature: float = 1.0  # softens both distributions (distill)
     ce_weight: float = 0.0  # distill: weight of the cross-entropy on spoken records
+    average: str = "token"  # token | record (cross_entropy)
 
     def validate(self, path: str = "stage.loss") -> None:
         require(self.type in LOSS_TYPES, f"{path}.type", f"{self.type!r} is not one of {LOSS_TYPES}")
         require(self.temperature > 0, f"{path}.temperature", "must be > 0")
         require(self.ce_weight >= 0, f"{path}.ce_weight", "must be >= 0")
+        require(self.average in LOSS_AVERAGES, f"{path}.average", f"{self.average!r} is not one of {LOSS_AVERAGES}")
+        require(self.average == "token" or self.type == "cross_entropy", f"{path}.average",
+                "record averages cross-entropy only; use average: token with distill")
 
 
 @dataclass

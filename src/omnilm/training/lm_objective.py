@@ -1,7 +1,8 @@
 """The token objective: cross-entropy over the assistant tokens of chat records, for an OmniModel (any stage).
 
 Loss is the mean over every assistant token of the global batch (all micro-batches of all processes),
-so gradient accumulation and the number of processes do not change what is optimised.
+so gradient accumulation and the number of processes do not change what is optimised; with
+`stage.loss.average: record`, the mean over the global batch's records of each record's mean token loss.
 """
 
 from __future__ import annotations
@@ -81,9 +82,16 @@ class LMObjective:
         return batch
 
     def items(self, batch: dict[str, Any]) -> int:
-        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # assistant tokens
+        labelled = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, L-1)
+        if self.cfg.stage.loss.average == "record":
+            return int(labelled.any(dim=1).sum())  # records with assistant tokens
+        return int(labelled.sum())  # assistant tokens
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        if self.cfg.stage.loss.average == "record":
+            rows = _label_rows(batch["labels"])  # (N_label_tokens,): the record of each
+            per_token = self._token_loss(model, batch, reduction="none")[0]  # (N_label_tokens,)
+            return (per_token / torch.bincount(rows)[rows]).sum()  # Σ over records of their mean token loss
         return self._token_loss(model, batch)[0]
 
     def has_eval(self) -> bool:
@@ -129,3 +137,9 @@ class LMObjective:
         logits = model(**batch, logits_to_keep=keep).logits.float()  # (N_label_tokens, V)
         targets = targets[keep]  # (N_label_tokens,)
         return torch.nn.functional.cross_entropy(logits, targets, reduction=reduction), logits, targets
+
+
+def _label_rows(labels: torch.Tensor) -> torch.Tensor:
+    """The batch row of each label token, in the order `_token_loss` keeps them; labels (B, L) → (N,)."""
+    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, L)
+    return (targets != IGNORE_INDEX).nonzero()[:, 0]
