@@ -29,12 +29,12 @@ class FakeWhisper:
         return ["What color is the shape?" for _ in clips]
 
 
-def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_saying_what_it_heard():
+def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_with_distillation():
     assert default_recipe("native").is_relative_to(Path(omnilm.__file__).parent)
     recipe = load_recipe("native")
     config = recipe.train.model.config
     assert config["audio"]["mode"] == "embed" and config["connectors"]["audio"]["type"] == "swiglu"
-    assert recipe.train.stage.loss.type == "cross_entropy" and recipe.transcript_first and recipe.video
+    assert recipe.train.stage.loss.type == "distill" and not recipe.transcript_first and recipe.video
     assert recipe.eval.cascade and recipe.eval.latency_items > 0
     assert load_recipe().spoken_train is None and load_recipe().video is None  # `make demo` is unchanged
 
