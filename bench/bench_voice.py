@@ -157,7 +157,8 @@ def run() -> dict:
     lm, model = load_model()
     native = lm.config.audio is not None and lm.config.audio.mode == "embed"
     after = []  # content after the speech
-    if native and os.environ.get("OMNILM_VOICE_TASK") == "repeat":
+    repeat = native and os.environ.get("OMNILM_VOICE_TASK") == "repeat"
+    if repeat:
         from omnilm.data.easy_vqa import REPEAT_INSTRUCTION
 
         question, parts = os.environ.get("OMNILM_VOICE_QUESTION") or REPEAT_QUESTION, []
@@ -202,7 +203,7 @@ def run() -> dict:
         "threads": THREADS,
         "rounds": ROUNDS,
         "question": question,
-        "task": "repeat" if os.environ.get("OMNILM_VOICE_TASK") == "repeat" and native else "answer",
+        "task": "repeat" if repeat else "answer",
         "hears": "natively (audio tokens)" if native else "through Whisper's transcript",
         "heard": rounds[-1]["heard"],
         "answer": rounds[-1]["answer"],

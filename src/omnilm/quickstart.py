@@ -418,9 +418,11 @@ def words_heard(heard: list[str], said: list[str]) -> dict[str, Any]:
 def transcripts_heard(predictions: Path, spoken_file: Path) -> dict[str, Any]:
     """A transcript-first model's spoken evaluation: the first line of each reply (the words it says it heard)
     against the question spoken (`words_heard`)."""
+    from omnilm.evaluation.tasks import POSTPROCESSORS
+
     said = {r["id"]: r["question"] for r in read_jsonl(spoken_file)}
     replies = read_jsonl(predictions)
-    return words_heard([r["raw"].strip().split("\n", 1)[0] for r in replies], [said[r["id"]] for r in replies])
+    return words_heard([POSTPROCESSORS["first_line"](r["raw"]) for r in replies], [said[r["id"]] for r in replies])
 
 
 def evaluate_both(model_dir: str, files: dict[str, str], out_dir: Path, evaluation: EvalSection,

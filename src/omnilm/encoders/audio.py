@@ -120,7 +120,7 @@ def load_whisper_encoder(source: str, dtype: torch.dtype) -> nn.Module:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    weights = Path(source) / "model.safetensors"
+    weights = Path(source) / transformers.utils.SAFE_WEIGHTS_NAME
     if weights.is_file():
         with safe_open(str(weights), "pt") as handle:
             encoder_only = all(key.startswith(ENCODER_PREFIX) for key in handle.keys())

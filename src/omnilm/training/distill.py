@@ -20,9 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from omnilm.processor import IGNORE_INDEX
 from omnilm.training.data import Collator
-from omnilm.training.lm_objective import LMObjective
+from omnilm.training.lm_objective import LMObjective, label_positions
 
 
 def text_twin(messages: list[dict], spoken_text: list[str]) -> list[dict] | None:
@@ -83,7 +82,7 @@ class DistillObjective(LMObjective):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         teacher = batch.pop("teacher", None)
         rows = batch.pop("teacher_rows", None)
-        keep = _label_positions(batch["labels"])  # (B, L): where the next token is an assistant token
+        keep = label_positions(batch["labels"])  # (B, L): where the next token is an assistant token
         loss, logits, targets = self._token_loss(model, batch, reduction="none")  # (N,), (N, V), (N,)
         if teacher is None:
             return loss.sum()
@@ -104,11 +103,7 @@ class DistillObjective(LMObjective):
         model.eval()
         try:
             labels = teacher.pop("labels")
-            return model(**teacher, logits_to_keep=_label_positions(labels)).logits.float()
+            return model(**teacher, logits_to_keep=label_positions(labels)).logits.float()
         finally:
             self.train_mode()
 
-
-def _label_positions(labels: torch.Tensor) -> torch.Tensor:
-    """(B, L) labels → (B, L) bool: positions whose next token is a label."""
-    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX) != IGNORE_INDEX

@@ -89,7 +89,7 @@ class LMObjective:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         if self.cfg.stage.loss.average == "record":
-            rows = _label_rows(batch["labels"])  # (N_label_tokens,): the record of each
+            rows = label_positions(batch["labels"]).nonzero()[:, 0]  # (N_label_tokens,): the record of each
             per_token = self._token_loss(model, batch, reduction="none")[0]  # (N_label_tokens,)
             return (per_token / torch.bincount(rows)[rows]).sum()  # Σ over records of their mean token loss
         return self._token_loss(model, batch)[0]
@@ -132,14 +132,12 @@ class LMObjective:
         and gradients as the full (B, L, V) logits, without computing and storing them.
         """
         labels = batch.pop("labels")  # (B, L)
-        targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, L): token t predicts t+1
-        keep = targets != IGNORE_INDEX  # (B, L)
+        keep = label_positions(labels)  # (B, L)
         logits = model(**batch, logits_to_keep=keep).logits.float()  # (N_label_tokens, V)
-        targets = targets[keep]  # (N_label_tokens,)
+        targets = labels[:, 1:][keep[:, :-1]]  # (N_label_tokens,): token t predicts t+1
         return torch.nn.functional.cross_entropy(logits, targets, reduction=reduction), logits, targets
 
 
-def _label_rows(labels: torch.Tensor) -> torch.Tensor:
-    """The batch row of each label token, in the order `_token_loss` keeps them; labels (B, L) → (N,)."""
-    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, L)
-    return (targets != IGNORE_INDEX).nonzero()[:, 0]
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B, L) labels → (B, L) bool: positions whose next token is a label (row-major: the order of the loss)."""
+    return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX) != IGNORE_INDEX
