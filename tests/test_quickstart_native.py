@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 import omnilm
 from omnilm.data.easy_vqa import TRAIN_VOICES
@@ -13,13 +15,17 @@ from omnilm.quickstart import Recipe, default_recipe, load_recipe, run_quickstar
 
 TINY_NATIVE = {
     "budget_minutes": 20, "answer_suffix": "\nAnswer with one word.", "train_limit": 30,
-    "spoken_train": {"share": 0.5, "augment": True, "transcript_first": True},
+    "spoken_train": {"share": 0.5, "augment": True},
     "video": {"train_clips": 3, "test_clips": 1},
     "audio_align": {"max_steps": 2, "check_items": 2},
+    "transcript_tune": {"max_steps": 2},
     "eval": {"limit": 3, "seed": 0, "batch_size": 2, "cascade": True, "latency_items": 2},
     "train": {"model": {"tiny": ["image", "audio", "video"]}, "optim": {"batch_size": 2, "max_steps": 3},
-              "stage": {"loss": {"type": "cross_entropy"}}, "save_every": 1, "feature_cache": {"enabled": False}},
+              "stage": {"loss": {"type": "distill"}}, "save_every": 1, "feature_cache": {"enabled": False}},
 }
+TRANSCRIPT_FIRST_IN_STAGE_2 = {**TINY_NATIVE, "transcript_tune": None,
+                               "spoken_train": {"share": 0.5, "transcript_first": True},
+                               "train": {**TINY_NATIVE["train"], "stage": {"loss": {"type": "cross_entropy"}}}}
 
 
 class FakeWhisper:
@@ -34,7 +40,8 @@ def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_with_dis
     recipe = load_recipe("native")
     config = recipe.train.model.config
     assert config["audio"]["mode"] == "embed" and config["connectors"]["audio"]["type"] == "swiglu"
-    assert recipe.train.stage.loss.type == "distill" and not recipe.transcript_first and recipe.video
+    assert recipe.train.stage.loss.type == "distill" and not recipe.spoken_train.transcript_first and recipe.video
+    assert recipe.transcript_tune.max_steps > 0 and recipe.transcript_first  # stage 3 teaches the words
     assert recipe.eval.cascade and recipe.eval.latency_items > 0
     assert load_recipe().spoken_train is None and load_recipe().video is None  # `make demo` is unchanged
 
@@ -63,9 +70,17 @@ def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypa
     assert all("condition" in r["voice"] and len(r["spoken_text"]) == 1 for r in spoken)
     assert all(r["conversations"][0]["value"] == "<image>\n<audio>\nAnswer with one word." for r in spoken)
     typed = {r["id"]: r["conversations"] for r in train}
-    for record in spoken:  # transcript first: the words spoken, then the typed question's answer
+    for record in spoken:  # stage 2: the typed question's one-word answer
         question, answer = typed[record["id"].removeprefix("spoken-")]
         assert question["value"] == f"<image>\n{record['spoken_text'][0]}\nAnswer with one word."
+        assert record["conversations"][1] == answer
+    stage3 = [json.loads(line) for line in (data / "train-transcript.jsonl").read_text().splitlines()]
+    heard3 = [r for r in stage3 if "audio" in r]
+    assert [r["id"] for r in heard3] == [r["id"] for r in spoken]  # every spoken question, then as many typed
+    assert len(stage3) == 2 * len(spoken) and all(r["category"] in ("shape", "color", "yesno")
+                                                  for r in stage3 if "audio" not in r)
+    for record in heard3:  # stage 3: the words spoken, then the answer
+        answer = typed[record["id"].removeprefix("spoken-")][1]
         assert record["conversations"][1]["value"] == f"{record['spoken_text'][0]}\n{answer['value']}"
     for record in spoken[:2] + video[:2]:
         for key in ("image", "audio", "video"):
@@ -80,6 +95,18 @@ def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypa
     assert stage1["stage"]["per_connector"]["audio"]["mode"] == "full"
     stage2 = yaml.safe_load((tmp_path / "train" / "train_config.yaml").read_text())
     assert stage2["model"]["checkpoint"] == summary["align"]["model"]  # stage 2 starts from the aligned connector
+    stage3_config = yaml.safe_load((tmp_path / "transcript-tune" / "train_config.yaml").read_text())
+    assert stage3_config["model"]["checkpoint"] == str(tmp_path / "transcript-tune" / "start")
+    assert stage3_config["stage"]["loss"] == {**stage3_config["stage"]["loss"], "type": "cross_entropy",
+                                              "average": "record"}
+    assert stage3_config["stage"]["llm"]["mode"] == "lora" and stage3_config["stage"]["connectors"]["mode"] == "frozen"
+    start = load_file(str(tmp_path / "transcript-tune" / "start" / "model.safetensors"))
+    aligned = load_file(str(Path(summary["align"]["model"]) / "model.safetensors"))
+    trained = load_file(str(tmp_path / "train" / "final" / "model.safetensors"))
+    for name, tensor in start.items():  # stage 1's audio connector, stage 2's everything else
+        expected = aligned[name] if name.startswith("connectors.audio.") else trained[name]
+        assert torch.equal(tensor, expected), name
+    assert summary["transcript_tune"]["spoken"] == len(spoken) and summary["model"]
     cascade = [json.loads(line) for line in (tmp_path / "eval" / "cascade.jsonl").read_text().splitlines()]
     assert {r["heard"] for r in cascade} == {"What color is the shape?"}
 
@@ -146,13 +173,61 @@ def test_transcript_first_answers_say_the_words_then_the_answer_and_are_scored_o
     assert task.generation["max_new_tokens"] > plain.generation["max_new_tokens"]
 
 
-def test_transcript_first_needs_cross_entropy():
+def test_transcript_first_needs_cross_entropy_and_stage_3_needs_stage_1_and_one_word_answers():
     distill = {**TINY_NATIVE["train"], "stage": {"loss": {"type": "distill"}}}
     with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.transcript_first: true needs "
                                                         r"train.stage.loss.type: cross_entropy"):
-        Recipe.from_dict({**TINY_NATIVE, "train": distill})
-    plain = Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"share": 0.5}, "train": distill})
-    assert Recipe.from_dict(TINY_NATIVE).transcript_first and not plain.transcript_first
+        Recipe.from_dict({**TRANSCRIPT_FIRST_IN_STAGE_2, "train": distill})
+    plain = Recipe.from_dict({**TINY_NATIVE, "transcript_tune": None})
+    assert Recipe.from_dict(TRANSCRIPT_FIRST_IN_STAGE_2).transcript_first and not plain.transcript_first
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^transcript_tune: starts the audio connector from stage 1"):
+        Recipe.from_dict({**TINY_NATIVE, "audio_align": None})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^transcript_tune: teaches the words after stage 2"):
+        Recipe.from_dict({**TRANSCRIPT_FIRST_IN_STAGE_2, "transcript_tune": {"max_steps": 2}})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^transcript_tune.max_steps: must be >= 1"):
+        Recipe.from_dict({**TINY_NATIVE, "transcript_tune": {"max_steps": 0}})
+
+
+def test_spoken_training_answers_transcript_first_in_stage_2_when_asked(tmp_path, monkeypatch):
+    from omnilm.data.records import write_jsonl
+    from omnilm.quickstart import SpokenTrainSection, spoken_training
+
+    def build_spoken(source, out_dir, **kwargs):  # each question "spoken": its words kept in spoken_text
+        rows = [json.loads(line) for line in Path(source).read_text().splitlines()]
+        write_jsonl(out_dir / "spoken.jsonl", [{**r, "audio": ["a.wav"], "spoken_text": [r["conversations"][0][
+            "value"].removeprefix("<image>\n")], "conversations": [{"from": "human", "value": "<image>\n<audio>"},
+                                                                    r["conversations"][1]]} for r in rows])
+        return {"files": {Path(source).name: str(out_dir / "spoken.jsonl")}}
+
+    monkeypatch.setattr("omnilm.data.spoken.build_spoken", build_spoken)
+    typed = [{"id": f"t{i}", "category": "yesno", "conversations": [
+        {"from": "human", "value": f"<image>\nIs there a red shape {i}?\nAnswer."}, {"from": "gpt", "value": "no"}]}
+        for i in range(4)]
+    rows = spoken_training(tmp_path, typed, SpokenTrainSection(share=0.5, transcript_first=True), "\nAnswer.", 0)
+    assert len(rows) == 2 and all(r["conversations"][0]["value"] == "<image>\n<audio>\nAnswer." for r in rows)
+    assert all(r["conversations"][1]["value"] == f"{r['spoken_text'][0]}\nno" for r in rows)
+    one_word = spoken_training(tmp_path, typed, SpokenTrainSection(share=0.5), "\nAnswer.", 0)
+    assert [r["conversations"][1]["value"] for r in one_word] == ["no", "no"]
+
+
+def test_graft_weights_takes_the_donors_tensors_under_the_prefix_only(tmp_path):
+    from safetensors.torch import save_file
+
+    from omnilm.checkpoint import graft_weights
+    from omnilm.errors import OmniError
+
+    for name, value in (("base", 0.0), ("donor", 1.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "omnilm.json").write_text("{}")
+        save_file({"connectors.audio.w": torch.full((2,), value), "connectors.image.w": torch.full((2,), value)},
+                  str(tmp_path / name / "model.safetensors"))
+    out = graft_weights(tmp_path / "base", tmp_path / "donor", "connectors.audio.", tmp_path / "out")
+    state = load_file(str(out / "model.safetensors"))
+    assert state["connectors.audio.w"].tolist() == [1.0, 1.0] and state["connectors.image.w"].tolist() == [0.0, 0.0]
+    assert (out / "omnilm.json").is_file()
+    with pytest.raises(OmniError, match="do not store the same connectors.video"):
+        graft_weights(tmp_path / "base", tmp_path / "donor", "connectors.video.", tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_the_words_a_transcript_first_model_heard_are_scored_against_the_words_spoken(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +76,22 @@ def load_weights(model, directory: Path, expected: set[str]) -> None:
     if result.unexpected_keys or missing:
         raise OmniError(f"{weights} does not match the model built from {CONFIG_FILE}: "
                         f"unexpected {sorted(result.unexpected_keys)[:5]}, missing {sorted(missing)[:5]}")
+
+
+def graft_weights(base: str | Path, donor: str | Path, prefix: str, directory: str | Path) -> Path:
+    """A copy of checkpoint `base` in `directory` whose stored weights under `prefix` (e.g. ``connectors.audio.``)
+    are `donor`'s: both must store the same tensors (names and shapes) there. Written atomically."""
+    base, donor = Path(base), Path(donor)
+    state, grafted = load_file(str(base / WEIGHTS_FILE)), load_file(str(donor / WEIGHTS_FILE))
+    grafted = {k: v for k, v in grafted.items() if k.startswith(prefix)}
+    shapes = {k: tuple(v.shape) for k, v in state.items() if k.startswith(prefix)}
+    if not grafted or shapes != {k: tuple(v.shape) for k, v in grafted.items()}:
+        raise OmniError(f"{donor / WEIGHTS_FILE} and {base / WEIGHTS_FILE} do not store the same {prefix}* weights "
+                        f"({len(grafted)} vs {len(shapes)} tensors): both must be checkpoints of one model")
+    with atomic_directory(directory) as staging:
+        shutil.copytree(base, staging, dirs_exist_ok=True)
+        save_file({**state, **grafted}, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1"})
+    return Path(directory)
 
 
 def _save_parts(model: OmniModel, processor: OmniProcessor, config: OmniConfig, staging: Path) -> None:

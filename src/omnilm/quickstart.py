@@ -113,6 +113,25 @@ class AudioAlignSection:
 
 
 @dataclass
+class TranscriptTuneSection:
+    """Stage 3 of a model that hears natively (``transcript_tune``, after ``train``): spoken questions are answered
+    "<the words heard>\n<answer>", so the model says what it heard, then answers the words it has written. The
+    audio connector starts again from stage 1's (stage 2 wears the words away) and trains with the LoRA on stage
+    2's spoken questions, transcript first, and a seeded sample of its typed ones (each record weighing alike).
+    Stage 2 learns yes/no from one-word answers first: trained transcript first from the start, it did not."""
+
+    max_steps: int = 300  # scaled with train.optim.max_steps by --budget-minutes
+    audio_lr: float = 1.0e-3  # the audio connector (the other connectors stay frozen)
+    lr: float = 2.0e-4  # the LoRA, continued from stage 2's
+    typed_share: float = 1.0  # typed questions per spoken one
+
+    def validate(self, path: str = "transcript_tune") -> None:
+        require(self.max_steps >= 1, f"{path}.max_steps", "must be >= 1")
+        require(self.audio_lr > 0 and self.lr > 0, f"{path}.lr", "audio_lr and lr must be > 0")
+        require(self.typed_share >= 0, f"{path}.typed_share", "must be >= 0")
+
+
+@dataclass
 class VideoSection:
     """Clips of easy-VQA shapes shown in turn (omnilm.data.easy_vqa_video): six questions per clip."""
 
@@ -140,6 +159,7 @@ class Recipe:
     train_limit: int | None = None  # easy-VQA training questions read (None: all)
     spoken_train: SpokenTrainSection | None = None  # spoken training questions (a model with audio.mode: embed)
     audio_align: AudioAlignSection | None = None  # stage 1 on the spoken training clips (needs spoken_train)
+    transcript_tune: TranscriptTuneSection | None = None  # stage 3: spoken answers after their words (needs stage 1)
     video: VideoSection | None = None  # video clips to train and evaluate on (a model with a video part)
 
     def __post_init__(self) -> None:
@@ -147,8 +167,8 @@ class Recipe:
 
     @property
     def transcript_first(self) -> bool:
-        """Spoken questions are answered after their words (``spoken_train.transcript_first``)."""
-        return self.spoken_train is not None and self.spoken_train.transcript_first
+        """The final model answers spoken questions after their words (stage 2 or stage 3 trained it so)."""
+        return self.transcript_tune is not None or (self.spoken_train is not None and self.spoken_train.transcript_first)
 
     def validate(self) -> None:
         self.eval.validate()
@@ -157,12 +177,18 @@ class Recipe:
         require(self.repeats >= 0, "repeats", "must be >= 0")
         require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be >= 1")
         require(self.budget_minutes is None or self.budget_minutes > 0, "budget_minutes", "must be > 0")
-        for section in (self.spoken_train, self.audio_align, self.video):
+        for section in (self.spoken_train, self.audio_align, self.transcript_tune, self.video):
             if section is not None:
                 section.validate()
         require(self.audio_align is None or self.spoken_train is not None, "audio_align",
                 "trains on the spoken training clips: add a spoken_train section, or remove audio_align")
-        require(not self.transcript_first or self.train.stage.loss.type != "distill", "spoken_train.transcript_first",
+        require(self.transcript_tune is None or self.audio_align is not None, "transcript_tune",
+                "starts the audio connector from stage 1's: add an audio_align section, or remove transcript_tune")
+        stage2_first = self.spoken_train is not None and self.spoken_train.transcript_first
+        require(self.transcript_tune is None or not stage2_first, "transcript_tune",
+                "teaches the words after stage 2's one-word answers: set spoken_train.transcript_first: false, "
+                "or remove transcript_tune")
+        require(not stage2_first or self.train.stage.loss.type != "distill", "spoken_train.transcript_first",
                 "true needs train.stage.loss.type: cross_entropy (the distillation teacher reads the question typed, "
                 "so it has no transcript to predict); set it, or set transcript_first: false")
         optim = self.train.optim
@@ -196,8 +222,9 @@ def load_recipe(path: str | Path | None = None, budget_minutes: float | None = N
                  "--budget-minutes scales train.optim.max_steps by the recipe's budget_minutes: set both")
         scale = budget_minutes / recipe.budget_minutes
         optim.max_steps = max(1, round(optim.max_steps * scale))
-        if recipe.audio_align is not None:
-            recipe.audio_align.max_steps = max(1, round(recipe.audio_align.max_steps * scale))
+        for stage in (recipe.audio_align, recipe.transcript_tune):
+            if stage is not None:
+                stage.max_steps = max(1, round(stage.max_steps * scale))
     if seed is not None:
         recipe.train.seed = seed
     return recipe
@@ -387,6 +414,41 @@ def align_audio(config: TrainConfig, section: AudioAlignSection, files: dict[str
     if section.check_items and "spoken" in files:
         result.update(repeat_check(aligned, files["spoken"], section.check_items))
     return result
+
+
+def tune_transcript(config: TrainConfig, section: TranscriptTuneSection, train_file: str, trained: str,
+                    aligned: str, out_dir: Path) -> dict[str, Any]:
+    """Stage 3 (``transcript_tune``): stage 2's model with stage 1's audio connector grafted back, tuned (audio
+    connector and LoRA) on stage 2's spoken questions answered transcript first plus typed ones."""
+    from omnilm.checkpoint import graft_weights
+
+    data = transcript_records(read_jsonl(Path(train_file)), section.typed_share, config.seed)
+    data_file = Path(train_file).with_name("train-transcript.jsonl")
+    write_jsonl(data_file, data)
+    start = out_dir / "start"
+    if not start.is_dir():
+        graft_weights(trained, aligned, "connectors.audio.", start)
+    stage = StageSection(name="transcript-tune", connectors=PartStage(mode="frozen"),
+                         per_connector={"audio": {"mode": "full", "lr": section.audio_lr}},
+                         llm=PartStage(mode="lora", lr=section.lr), lora=config.stage.lora,
+                         loss=LossSection(type="cross_entropy", average="record"))
+    optim = dataclasses.replace(config.optim, max_steps=section.max_steps, lr=section.lr,
+                                warmup_steps=min(config.optim.warmup_steps or 0, section.max_steps))
+    tuned = train_model(dataclasses.replace(config, model=ModelSection(checkpoint=str(start)), stage=stage,
+                                            optim=optim, data=dataclasses.replace(config.data, shuffle=True)),
+                        str(data_file), out_dir)
+    return {"model": tuned, "steps": section.max_steps, "spoken": sum("audio" in r for r in data),
+            "typed": sum("audio" not in r for r in data)}
+
+
+def transcript_records(train: list[dict], typed_share: float, seed: int) -> list[dict]:
+    """Stage 3's records from stage 2's: each spoken question (not the repeats) answered transcript first, and a
+    seeded sample of ``typed_share`` as many typed easy-VQA questions (not the captions, videos or repeats)."""
+    spoken = [{**r, "conversations": [r["conversations"][0], transcript_first_answer(r)]} for r in train
+              if "audio" in r and "spoken_text" in r and r.get("category") != "spoken-repeat" and "image" in r]
+    typed = [r for r in train if "audio" not in r and r.get("category") in ("shape", "color", "yesno")]
+    typed = random.Random(f"transcript-{seed}").sample(typed, min(len(typed), round(typed_share * len(spoken))))
+    return spoken + typed
 
 
 def repeat_check(model_dir: str, spoken_file: str, items: int) -> dict[str, Any]:
@@ -611,6 +673,12 @@ def run_quickstart(out_dir: str | Path, recipe: Recipe | dict[str, Any]) -> dict
                                                          out / "align"))
         train_config = dataclasses.replace(recipe.train, model=ModelSection(checkpoint=aligned["model"]))
     trained = steps.run("train", lambda: train_model(train_config, data["files"]["train"], out / "train"))
+    tuned = None
+    if recipe.transcript_tune is not None and aligned is not None:
+        tuned = steps.run("transcript_tune", lambda: tune_transcript(recipe.train, recipe.transcript_tune,
+                                                                     data["files"]["train"], trained, aligned["model"],
+                                                                     out / "transcript-tune"))
+        trained = tuned["model"]
     results = steps.run("eval", lambda: evaluate_both(trained, data["files"], out / "eval", recipe.eval, instruction,
                                                       recipe.transcript_first))
     image = read_jsonl(Path(data["files"]["typed"]))[0]["image"]
@@ -626,7 +694,8 @@ def run_quickstart(out_dir: str | Path, recipe: Recipe | dict[str, Any]) -> dict
     warnings = results_warnings(results, recipe.train.seed)
     for warning in warnings:
         logger.warning(warning)
-    return {"results": results, "latency": latency, "align": aligned, "examples": examples, "model": model,
+    return {"results": results, "latency": latency, "align": aligned, "transcript_tune": tuned, "examples": examples,
+            "model": model,
             "seconds": steps.seconds(),
             "speech": env["speech"], "loss_png": str(out / "train" / "loss.png"), "warnings": warnings}
 
