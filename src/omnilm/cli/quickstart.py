@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\naudio alignment ({align['steps']} steps, audio connector alone): 'What did I say?' on "
               f"{align['items']} held-out-voice clips, word error rate {100 * align['wer']:.1f}%, "
               f"exact {100 * align['exact']:.1f}%")
+    if summary["transcript_tune"]:
+        tune = summary["transcript_tune"]
+        print(f"stage 3 ({tune['steps']} steps): {tune['spoken']} spoken questions answered after their words, "
+              f"{tune['typed']} typed")
     if summary["latency"]:
         latency = summary["latency"]
         print(f"\ntime to first token, spoken question ({latency['items']} asked one at a time, median): "
