@@ -2,9 +2,9 @@
 
 - robustness: a trained native run's hearing by speech condition (noise, level, tempo, another synthesizer;
   omnilm.data.speech_conditions), native audio tokens against the Whisper cascade on the same items.
-- ablations: the recipe's design choices (stack factor 4 vs 8, transcript-first cross-entropy vs distillation of
-  one-word answers, with vs without the frame-order embedding), each a quickstart trained at the same reduced step budget, two at a
-  time (one thread each) beside the unchanged recipe at that budget.
+- ablations: the recipe's design choices (stack factor 4 vs 8, distillation vs cross-entropy in stage 2, with vs
+  without stage 3's transcript-first answers, with vs without the frame-order embedding), each a quickstart
+  trained at the same reduced step budget, two at a time (one thread each) beside the unchanged recipe.
 
     OMNILM_NATIVE_RUN=runs/qs-native python bench/run.py bench_native   # the trained run's --out directory
     OMNILM_NATIVE_PARTS=ablations OMNILM_NATIVE_BUDGET=6 python bench/run.py bench_native
@@ -29,7 +29,8 @@ ROBUSTNESS_ITEMS = 100  # spoken test questions per condition (the first of the 
 ABLATIONS = {  # name → recipe overrides (dotted paths) on top of the native recipe
     "native": {},
     "stack-4": {"train.model.config.audio.stack_factor": 4},
-    "distill": {"spoken_train.transcript_first": False, "train.stage.loss": {"type": "distill"}},
+    "cross-entropy": {"train.stage.loss": {"type": "cross_entropy"}},  # stage 2 without distillation
+    "no-stage-3": {"transcript_tune": None},  # one-word spoken answers, as stage 2 leaves them
     "no-frame-order": {"train.model.config.video.frame_order": False},
 }
 ABLATION_EVAL = {"eval.limit": 300, "eval.spoken_limit": 200, "eval.latency_items": 0, "eval.cascade": False}
