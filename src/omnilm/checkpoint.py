@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "omnilm.json"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_METADATA = {"format": "pt", "omnilm": "1"}
 OMNI_KIND = "omni"  # what a checkpoint without a `kind` in omnilm.json holds (an OmniConfig records none)
 
 
@@ -61,7 +62,7 @@ def write_checkpoint(directory: str | Path, config, state: dict, processor,
         if write_parts is not None:
             state = write_parts(staging)
         state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1", **metadata})
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={**WEIGHTS_METADATA, **metadata})
         (staging / CONFIG_FILE).write_text(config.to_json())
         processor.save_pretrained(staging)
     return directory
@@ -90,7 +91,7 @@ def graft_weights(base: str | Path, donor: str | Path, prefix: str, directory: s
                         f"({len(grafted)} vs {len(shapes)} tensors): both must be checkpoints of one model")
     with atomic_directory(directory) as staging:
         shutil.copytree(base, staging, dirs_exist_ok=True)
-        save_file({**state, **grafted}, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1"})
+        save_file({**state, **grafted}, str(staging / WEIGHTS_FILE), metadata=WEIGHTS_METADATA)
     return Path(directory)
 
 

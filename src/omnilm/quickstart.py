@@ -400,16 +400,22 @@ def train_model(config: TrainConfig, train_file: str, out_dir: Path) -> str:
     return result.final_dir
 
 
+def train_extra_stage(config: TrainConfig, stage: StageSection, max_steps: int, lr: float, train_file: str,
+                      out_dir: Path) -> str:
+    """A stage beside ``train`` (stage 1 or 3): ``config`` with its own stage, steps and learning rate, the
+    records shuffled."""
+    optim = dataclasses.replace(config.optim, max_steps=max_steps, lr=lr,
+                                warmup_steps=min(config.optim.warmup_steps or 0, max_steps))
+    return train_model(dataclasses.replace(config, stage=stage, optim=optim,
+                                           data=dataclasses.replace(config.data, shuffle=True)), train_file, out_dir)
+
+
 def align_audio(config: TrainConfig, section: AudioAlignSection, files: dict[str, str], out_dir: Path) -> dict[str, Any]:
     """Stage 1 (``audio_align``): the audio connector alone, trained on the repeat records of the spoken training
     clips; then the word error rate of what it says it heard on the first ``check_items`` held-out-voice clips."""
     stage = StageSection(name="audio-align", connectors=PartStage(mode="frozen"),
                          per_connector={"audio": {"mode": "full", "lr": section.lr}}, loss=LossSection())
-    optim = dataclasses.replace(config.optim, max_steps=section.max_steps, lr=section.lr,
-                                warmup_steps=min(config.optim.warmup_steps or 0, section.max_steps))
-    aligned = train_model(dataclasses.replace(config, stage=stage, optim=optim,
-                                              data=dataclasses.replace(config.data, shuffle=True)),
-                          files["align"], out_dir)
+    aligned = train_extra_stage(config, stage, section.max_steps, section.lr, files["align"], out_dir)
     result: dict[str, Any] = {"model": aligned, "steps": section.max_steps}
     if section.check_items and "spoken" in files:
         result.update(repeat_check(aligned, files["spoken"], section.check_items))
@@ -432,11 +438,8 @@ def tune_transcript(config: TrainConfig, section: TranscriptTuneSection, train_f
                          per_connector={"audio": {"mode": "full", "lr": section.audio_lr}},
                          llm=PartStage(mode="lora", lr=section.lr), lora=config.stage.lora,
                          loss=LossSection(type="cross_entropy", average="record"))
-    optim = dataclasses.replace(config.optim, max_steps=section.max_steps, lr=section.lr,
-                                warmup_steps=min(config.optim.warmup_steps or 0, section.max_steps))
-    tuned = train_model(dataclasses.replace(config, model=ModelSection(checkpoint=str(start)), stage=stage,
-                                            optim=optim, data=dataclasses.replace(config.data, shuffle=True)),
-                        str(data_file), out_dir)
+    tuned = train_extra_stage(dataclasses.replace(config, model=ModelSection(checkpoint=str(start))), stage,
+                              section.max_steps, section.lr, str(data_file), out_dir)
     return {"model": tuned, "steps": section.max_steps, "spoken": sum("audio" in r for r in data),
             "typed": sum("audio" not in r for r in data)}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from omnilm.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from omnilm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_METADATA
 from omnilm.encoders.vision import prefix_token_count
 from omnilm.errors import OmniError
 from omnilm.export.chat_template import text_template
@@ -75,7 +75,7 @@ def convert(directory: str | Path, out: str | Path) -> Path:
         del llava
         lm = _assemble(projector, dtypes, processor, config, staging, final=out)
         state = {k: v.detach().contiguous() for k, v in lm.model.head_state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "omnilm": "1"})
+        save_file(state, str(staging / WEIGHTS_FILE), metadata=WEIGHTS_METADATA)
         (staging / CONFIG_FILE).write_text(lm.config.to_json())
         lm.processor.save_pretrained(staging)
     logger.info("converted the Llava in %s to an omnilm checkpoint in %s", directory, out)
