@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "requires_tool(*names): skip unless each system tool is installed "
-                                       "(`make system-deps` installs espeak-ng, sox, chromium)")
+                                       "(`make system-deps` installs espeak-ng, sox, flite, chromium)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -46,7 +46,7 @@ def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_with_dis
     assert load_recipe().spoken_train is None and load_recipe().video is None  # `make demo` is unchanged
 
 
-@pytest.mark.requires_tool("espeak-ng")
+@pytest.mark.requires_tool("espeak-ng", "flite")
 def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
     pytest.importorskip("easy_vqa")
     monkeypatch.setattr("omnilm.quickstart.whisper_for", lambda lm: FakeWhisper())

@@ -8,6 +8,8 @@ import pytest
 
 from omnilm.data.speech_conditions import (
     CONDITIONS,
+    FLITE_TEST_VOICE,
+    FLITE_TRAIN_VOICES,
     Condition,
     add_noise,
     apply,
@@ -41,8 +43,12 @@ def test_augmentation_is_deterministic_per_clip_and_varies_across_clips():
     drawn = [augmentation(f"r{i}|0") for i in range(200)]
     assert len({d.gain_db for d in drawn}) == 200
     assert 60 < sum(d.snr_db is not None for d in drawn) < 140  # noise on about half
-    assert all(0.85 <= d.speed <= 1.2 and -18 <= d.gain_db <= 6 for d in drawn)
-    assert all(d.synthesizer == "espeak-ng" for d in drawn)  # training never hears the test synthesizer
+    assert all(0.8 <= d.speed <= 1.3 and -18 <= d.gain_db <= 6 for d in drawn)
+    flite = [d for d in drawn if d.synthesizer == "flite"]
+    assert 20 < len(flite) < 60  # about a fifth
+    assert {d.flite_voice for d in flite} == set(FLITE_TRAIN_VOICES)  # training never hears the test voice
+    assert FLITE_TEST_VOICE not in FLITE_TRAIN_VOICES and CONDITIONS["flite"].flite_voice == FLITE_TEST_VOICE
+    assert all(d.synthesizer == "espeak-ng" for d in (augmentation(f"r{i}|0", flite_share=0.0) for i in range(50)))
 
 
 @pytest.fixture
@@ -75,7 +81,7 @@ def test_a_condition_changes_every_clip_and_the_clean_set_stays_as_before(questi
         build_spoken(questions, tmp_path / "x", condition="quiet", augment=True)
 
 
-@pytest.mark.requires_tool("espeak-ng")
+@pytest.mark.requires_tool("espeak-ng", "flite")
 def test_augmented_training_clips_differ_from_clean_ones_and_use_training_voices(questions, tmp_path):
     import soundfile
 
@@ -89,7 +95,11 @@ def test_augmented_training_clips_differ_from_clean_ones_and_use_training_voices
     for a, b in zip(clean_rows, rows):
         x, _ = soundfile.read(tmp_path / "clean" / a["audio"][0])
         y, _ = soundfile.read(tmp_path / "aug" / b["audio"][0])
-        assert len(y) == pytest.approx(len(x) / b["voice"]["condition"]["speed"], abs=2)
+        condition = b["voice"]["condition"]
+        if condition["synthesizer"] == "flite":  # another synthesizer: another length, a training voice
+            assert condition["flite_voice"] in FLITE_TRAIN_VOICES and not np.array_equal(x[: len(y)], y[: len(x)])
+        else:
+            assert len(y) == pytest.approx(len(x) / condition["speed"], abs=2)
 
 
 @pytest.mark.requires_tool("flite")
@@ -104,6 +114,11 @@ def test_flite_speaks_text_given_as_data(questions, tmp_path):
     samples, rate = soundfile.read(path)
     assert rate == 16_000 and len(samples) / rate > 1.0
     assert not Path("/tmp/owned").exists()  # the text was never read as options
+    other = tmp_path / "slt.wav"
+    synthesize("is the shape red?", other, voice="en-us", speed=175, pitch=50,
+               condition=Condition(synthesizer="flite", flite_voice="slt"))
+    shorter, _ = soundfile.read(other)
+    assert not np.array_equal(shorter, samples[: len(shorter)])  # another voice, another clip
 
 
 @pytest.mark.requires_tool("espeak-ng")

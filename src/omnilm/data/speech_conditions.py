@@ -17,17 +17,21 @@ from pathlib import Path
 import numpy as np
 
 FLITE_INSTALL_HINT = "flite is not installed; `make system-deps` installs it (or `apt-get install -y flite`)"
+FLITE_TEST_VOICE = "kal"  # flite's default (diphone) voice: the robustness set's, never heard in training
+FLITE_TRAIN_VOICES = ("slt", "rms", "awb")  # flite's built-in voices heard in training (statistical, not diphone)
 
 
 @dataclass(frozen=True)
 class Condition:
     """One change applied to a clean clip: white noise at ``snr_db``, a level change of ``gain_db`` (clipped
-    to full scale), a tempo ``speed`` factor (resampled: pitch moves with it), or ``synthesizer`` flite."""
+    to full scale), a tempo ``speed`` factor (resampled: pitch moves with it), or ``synthesizer`` flite with its
+    ``flite_voice``."""
 
     snr_db: float | None = None
     gain_db: float = 0.0
     speed: float = 1.0
     synthesizer: str = "espeak-ng"
+    flite_voice: str = FLITE_TEST_VOICE
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -71,24 +75,29 @@ def apply(samples: np.ndarray, condition: Condition, rng: np.random.Generator) -
     return samples
 
 
-def augmentation(seed: str) -> Condition:
+def augmentation(seed: str, flite_share: float = 0.2) -> Condition:
     """The training augmentation of one clip, drawn from ``seed``: noise at 10-35 dB SNR on half the clips,
-    a level between -18 and +6 dB, a tempo between 0.85 and 1.2."""
+    a level between -18 and +6 dB, a tempo between 0.8 and 1.3, and on ``flite_share`` of the clips flite with
+    one of its training voices (never the test voice) instead of espeak-ng."""
     rng = random.Random(seed)
     snr = rng.uniform(10, 35) if rng.random() < 0.5 else None
-    return Condition(snr_db=snr, gain_db=rng.uniform(-18, 6), speed=rng.uniform(0.85, 1.2))
+    gain, speed = rng.uniform(-18, 6), rng.uniform(0.8, 1.3)
+    if rng.random() < flite_share:
+        return Condition(snr_db=snr, gain_db=gain, speed=speed, synthesizer="flite",
+                         flite_voice=rng.choice(FLITE_TRAIN_VOICES))
+    return Condition(snr_db=snr, gain_db=gain, speed=speed)
 
 
-def flite_speak(text: str, path: Path) -> None:
-    """``text`` spoken by flite's default voice into the WAV ``path``; the text goes in a file, never argv."""
+def flite_speak(text: str, path: Path, voice: str = FLITE_TEST_VOICE) -> None:
+    """``text`` spoken by flite's ``voice`` into the WAV ``path``; the text goes in a file, never argv."""
     binary = shutil.which("flite")
     if binary is None:
         raise RuntimeError(FLITE_INSTALL_HINT)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as handle:
         handle.write(text)
     try:
-        result = subprocess.run([binary, "-f", handle.name, "-o", str(path)], check=False, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run([binary, "-voice", voice, "-f", handle.name, "-o", str(path)], check=False,
+                                capture_output=True, text=True, timeout=120)
     finally:
         Path(handle.name).unlink(missing_ok=True)
     if result.returncode != 0:

@@ -43,7 +43,7 @@ def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int, con
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "speech.wav"
         if condition is not None and condition.synthesizer == "flite":
-            flite_speak(text, raw)
+            flite_speak(text, raw, condition.flite_voice)
         else:
             speak(text, voice, raw, speed=speed, pitch=pitch)
         samples, rate = soundfile.read(str(raw), dtype="float32")
