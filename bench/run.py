@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 SECTIONS = ("bench_core", "bench_packaged", "bench_serve", "bench_dual", "bench_train", "bench_voice", "bench_data",
-            "bench_api", "bench_llamacpp", "bench_native")
+            "bench_api", "bench_llamacpp", "bench_dtype", "bench_native")
 DEFAULT_SECTIONS = SECTIONS[:-1]  # bench_native trains four quickstarts (about an hour): by name only
 HERE = Path(__file__).resolve().parent
 

@@ -52,3 +52,43 @@ def test_bad_fields_are_named(change, field):
 def test_unknown_connector_lists_valid_names():
     with pytest.raises(ConfigError, match="linear"):
         ConnectorConfig(type="banana").validate("connectors.image")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bfloat16_only_where_the_machine_computes_it_natively(monkeypatch, native):
+    import torch
+
+    from omnilm import config
+
+    monkeypatch.setattr(config, "native_bfloat16", lambda: native)
+    assert config.torch_dtype("auto") is (torch.bfloat16 if native else torch.float32)
+    assert config.torch_dtype("float32") is torch.float32
+    LLMConfig(source="x", dtype="auto").validate()
+
+
+def test_bfloat16_where_it_is_emulated_works_with_one_warning(monkeypatch, caplog):
+    import torch
+
+    from omnilm import config
+
+    monkeypatch.setattr(config, "native_bfloat16", lambda: False)
+    config._warn_emulated_bfloat16.cache_clear()
+    with caplog.at_level("WARNING", logger="omnilm.config"):
+        assert config.torch_dtype("bfloat16") is torch.bfloat16
+        assert config.torch_dtype("bfloat16") is torch.bfloat16
+    assert [r.message.count("dtype: auto") for r in caplog.records] == [1]  # said once, with the way out
+    monkeypatch.setattr(config, "native_bfloat16", lambda: True)
+    config._warn_emulated_bfloat16.cache_clear()
+    caplog.clear()
+    config.torch_dtype("bfloat16")
+    assert not caplog.records
+
+
+def test_the_loaded_llm_dtype_is_named_as_a_config_dtype(tiny_lm):
+    import torch
+
+    from omnilm.config import DTYPES, dtype_name, llm_dtype_name
+
+    assert llm_dtype_name(tiny_lm) == "float32"
+    assert [dtype_name(d) for d in (torch.float32, torch.bfloat16, torch.float16)] == ["float32", "bfloat16", "float16"]
+    assert all(dtype_name(getattr(torch, name)) == name for name in DTYPES if name != "auto")

@@ -46,7 +46,7 @@ def test_the_native_recipe_ships_and_hears_through_the_swiglu_connector_with_dis
     assert load_recipe().spoken_train is None and load_recipe().video is None  # `make demo` is unchanged
 
 
-@pytest.mark.requires_tool("espeak-ng", "flite")
+@pytest.mark.requires_tool("espeak-ng")
 def test_native_quickstart_end_to_end_on_a_tiny_model_resumes(tmp_path, monkeypatch):
     pytest.importorskip("easy_vqa")
     monkeypatch.setattr("omnilm.quickstart.whisper_for", lambda lm: FakeWhisper())
@@ -130,6 +130,10 @@ def test_spoken_and_video_sections_are_checked():
         Recipe.from_dict({**TINY_NATIVE, "video": {"test_clips": 0}})
     with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.repeat_share: must be in \[0, 1\]"):
         Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"repeat_share": 1.5}})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.flite_share: must be in \[0, 1\]"):
+        Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"flite_share": -0.1}})
+    with pytest.raises(omnilm.errors.ConfigError, match=r"^spoken_train.flite_share: .*set augment: true"):
+        Recipe.from_dict({**TINY_NATIVE, "spoken_train": {"augment": False, "flite_share": 0.2}})
     with pytest.raises(omnilm.errors.ConfigError, match=r"^audio_align: trains on the spoken training clips"):
         Recipe.from_dict({**TINY_NATIVE, "spoken_train": None})
     with pytest.raises(omnilm.errors.ConfigError, match=r"^audio_align.max_steps: must be >= 1"):
@@ -192,7 +196,10 @@ def test_spoken_training_answers_transcript_first_in_stage_2_when_asked(tmp_path
     from omnilm.data.records import write_jsonl
     from omnilm.quickstart import SpokenTrainSection, spoken_training
 
+    asked = []
+
     def build_spoken(source, out_dir, **kwargs):  # each question "spoken": its words kept in spoken_text
+        asked.append({k: kwargs[k] for k in ("augment", "flite_share", "fastest")})
         rows = [json.loads(line) for line in Path(source).read_text().splitlines()]
         write_jsonl(out_dir / "spoken.jsonl", [{**r, "audio": ["a.wav"], "spoken_text": [r["conversations"][0][
             "value"].removeprefix("<image>\n")], "conversations": [{"from": "human", "value": "<image>\n<audio>"},
@@ -208,6 +215,9 @@ def test_spoken_training_answers_transcript_first_in_stage_2_when_asked(tmp_path
     assert all(r["conversations"][1]["value"] == f"{r['spoken_text'][0]}\nno" for r in rows)
     one_word = spoken_training(tmp_path, typed, SpokenTrainSection(share=0.5), "\nAnswer.", 0)
     assert [r["conversations"][1]["value"] for r in one_word] == ["no", "no"]
+    spoken_training(tmp_path, typed, SpokenTrainSection(share=0.5, flite_share=0.2, fastest=1.3), "\nAnswer.", 0)
+    assert asked == [{"augment": True, "flite_share": 0.0, "fastest": 1.2}] * 2 + [
+        {"augment": True, "flite_share": 0.2, "fastest": 1.3}]  # the augmentation the recipe asks for
 
 
 def test_graft_weights_takes_the_donors_tensors_under_the_prefix_only(tmp_path):

@@ -43,12 +43,14 @@ def test_augmentation_is_deterministic_per_clip_and_varies_across_clips():
     drawn = [augmentation(f"r{i}|0") for i in range(200)]
     assert len({d.gain_db for d in drawn}) == 200
     assert 60 < sum(d.snr_db is not None for d in drawn) < 140  # noise on about half
-    assert all(0.8 <= d.speed <= 1.3 and -18 <= d.gain_db <= 6 for d in drawn)
-    flite = [d for d in drawn if d.synthesizer == "flite"]
+    assert all(0.85 <= d.speed <= 1.2 and -18 <= d.gain_db <= 6 for d in drawn)
+    assert all(d.synthesizer == "espeak-ng" for d in drawn)  # by default training hears espeak-ng only
+    mixed = [augmentation(f"r{i}|0", flite_share=0.2, fastest=1.3) for i in range(200)]
+    flite = [d for d in mixed if d.synthesizer == "flite"]
     assert 20 < len(flite) < 60  # about a fifth
     assert {d.flite_voice for d in flite} == set(FLITE_TRAIN_VOICES)  # training never hears the test voice
     assert FLITE_TEST_VOICE not in FLITE_TRAIN_VOICES and CONDITIONS["flite"].flite_voice == FLITE_TEST_VOICE
-    assert all(d.synthesizer == "espeak-ng" for d in (augmentation(f"r{i}|0", flite_share=0.0) for i in range(50)))
+    assert max(d.speed for d in mixed) > 1.25 >= max(d.speed for d in drawn)  # the "fast" set's tempo, covered
 
 
 @pytest.fixture
@@ -79,6 +81,8 @@ def test_a_condition_changes_every_clip_and_the_clean_set_stays_as_before(questi
         build_spoken(questions, tmp_path / "x", condition="underwater")
     with pytest.raises(ValueError, match="exclude each other"):
         build_spoken(questions, tmp_path / "x", condition="quiet", augment=True)
+    with pytest.raises(ValueError, match="flite_share must be in"):
+        build_spoken(questions, tmp_path / "x", augment=True, flite_share=1.5)
 
 
 @pytest.mark.requires_tool("espeak-ng", "flite")
@@ -88,7 +92,7 @@ def test_augmented_training_clips_differ_from_clean_ones_and_use_training_voices
     from omnilm.data.spoken import TRAIN_VOICES, build_spoken
 
     clean = build_spoken(questions, tmp_path / "clean", split="train")
-    augmented = build_spoken(questions, tmp_path / "aug", split="train", augment=True)
+    augmented = build_spoken(questions, tmp_path / "aug", split="train", augment=True, flite_share=0.5)
     rows = [json.loads(x) for x in open(augmented["files"]["test.jsonl"])]
     assert {r["voice"]["voice"] for r in rows} <= set(TRAIN_VOICES)
     clean_rows = [json.loads(x) for x in open(clean["files"]["test.jsonl"])]

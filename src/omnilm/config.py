@@ -7,7 +7,9 @@ Each part names its *source*: a Hugging Face hub id, a local directory or a pack
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,18 +18,52 @@ import yaml
 
 from omnilm.configkit import check_fields, coerce, read_mapping, require
 
+logger = logging.getLogger(__name__)
+
 MODALITIES = ("image", "audio", "video")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 where this machine computes it natively
 VISION_POOLING = ("none", "avg", "pixel_shuffle")
 AUDIO_MODES = ("embed", "transcribe")
 FUSION_MODES = ("embed", "gated_xattn")
 
 
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this machine multiplies bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16
+    or AMX (oneDNN's bf16 kernels). Elsewhere PyTorch emulates it, ~30x slower than float32 (AVX2-only CPUs)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def torch_dtype(name: str):
-    """The torch dtype of a config's `dtype` name (one of DTYPES)."""
+    """The torch dtype of a config's `dtype` name (one of DTYPES); ``auto`` is bfloat16 where this machine computes
+    it natively, else float32. Asking for bfloat16 where it is emulated works, with a warning."""
     import torch  # local import: configs are read without torch
 
+    if name == "auto":
+        return torch.bfloat16 if native_bfloat16() else torch.float32
+    if name == "bfloat16" and not native_bfloat16():
+        _warn_emulated_bfloat16()
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def dtype_name(dtype) -> str:
+    """A torch dtype's name in DTYPES (the inverse of torch_dtype for a resolved dtype)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def llm_dtype_name(lm) -> str:
+    """The dtype the loaded LLM of ``lm`` has (``auto`` resolved on this machine), as a DTYPES name."""
+    return dtype_name(lm.model.llm.get_input_embeddings().weight.dtype)
+
+
+@functools.cache
+def _warn_emulated_bfloat16() -> None:
+    logger.warning("dtype bfloat16: this machine has no native bfloat16 (no AVX512-BF16 or AMX on the CPU), so its "
+                   "matrix products are emulated, ~30x slower than float32; set dtype: auto or float32")
 
 
 @dataclass

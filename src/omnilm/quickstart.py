@@ -88,12 +88,18 @@ class SpokenTrainSection:
 
     share: float = 0.25  # of the easy-VQA training questions kept by the surgery
     augment: bool = True  # vary noise, level and tempo per clip (omnilm.data.speech_conditions)
+    flite_share: float = 0.0  # of the augmented clips spoken by flite's training voices (slt, rms, awb) instead
+    fastest: float = 1.2  # the augmented tempo's upper end (the robustness set's "fast" is 1.25)
     repeat_share: float = 0.0  # of the spoken clips also asked "What did I say?" alone: answered by their words
     transcript_first: bool = False  # answered "<the words heard>\n<answer>": the model says what it heard first
 
     def validate(self, path: str = "spoken_train") -> None:
         require(0.0 < self.share <= 1.0, f"{path}.share", "must be in (0, 1]")
         require(0.0 <= self.repeat_share <= 1.0, f"{path}.repeat_share", "must be in [0, 1]")
+        require(0.0 <= self.flite_share <= 1.0, f"{path}.flite_share", "must be in [0, 1]")
+        require(self.fastest >= 0.85, f"{path}.fastest", "must be >= 0.85 (the slowest augmented tempo)")
+        require(self.augment or (self.flite_share == 0.0 and self.fastest == 1.2), f"{path}.flite_share",
+                "flite_share and fastest vary the augmentation: set augment: true")
 
 
 @dataclass
@@ -347,7 +353,8 @@ def spoken_training(data_dir: Path, typed: list[dict], section: SpokenTrainSecti
     write_jsonl(source, [{**r, "conversations": [
         {"from": "human", "value": r["conversations"][0]["value"].removesuffix(suffix)}, r["conversations"][1]]}
         for r in chosen])
-    built = build_spoken(source, data_dir, split="train", augment=section.augment, media_root=data_dir)
+    built = build_spoken(source, data_dir, split="train", augment=section.augment, media_root=data_dir,
+                         flite_share=section.flite_share, fastest=section.fastest)
     rows = read_jsonl(Path(built["files"][source.name]))
     for row in rows:
         row["conversations"][0]["value"] += suffix
@@ -542,11 +549,11 @@ def hears_natively(lm) -> bool:
 
 def whisper_for(lm):
     """The Whisper ASR of the model's own audio source (for the cascade beside a model that hears natively), in
-    bf16 as the default recipe's cascade runs it (its decoder is 3× faster so than in float32 on this CPU)."""
+    ``auto`` dtype as the default recipe's cascade runs it (bf16's decoder is 3× faster than float32 on an AMX CPU)."""
     from omnilm.encoders.audio import load_transcriber
     from omnilm.sources import resolve_source
 
-    audio = dataclasses.replace(lm.config.audio, mode="transcribe", dtype="bfloat16")
+    audio = dataclasses.replace(lm.config.audio, mode="transcribe", dtype="auto")
     return load_transcriber(audio, resolve_source(audio.source))
 
 

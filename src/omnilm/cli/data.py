@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     parser.add_argument("--copies", type=int, default=1, help="spoken: versions of each record, each another voice")
     parser.add_argument("--augment", action="store_true",
                         help="spoken: vary each clip's background noise, level and tempo (training data)")
+    parser.add_argument("--flite-share", type=float, default=0.0, metavar="P",
+                        help="spoken --augment: share of the clips spoken by flite's training voices (slt, rms, awb)")
+    parser.add_argument("--fastest", type=float, default=1.2, metavar="X",
+                        help="spoken --augment: the fastest augmented tempo (default 1.2)")
     parser.add_argument("--condition", choices=sorted(CONDITIONS), default=None,
                         help="spoken: one test condition for every clip (noise, level, tempo, another synthesizer)")
 
@@ -46,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             result = build_spoken(*args.paths, split=args.split, copies=args.copies, limit=args.limit,
-                                  augment=args.augment, condition=args.condition)
-        except RuntimeError as err:  # espeak-ng missing or failing: say how to fix it
+                                  augment=args.augment, condition=args.condition, flite_share=args.flite_share,
+                                  fastest=args.fastest)
+        except (RuntimeError, ValueError) as err:  # espeak-ng/flite missing or failing, a bad option: say so
             raise OmniError(str(err)) from None
     else:
         if len(args.paths) != 1:

@@ -75,14 +75,14 @@ def apply(samples: np.ndarray, condition: Condition, rng: np.random.Generator) -
     return samples
 
 
-def augmentation(seed: str, flite_share: float = 0.2) -> Condition:
+def augmentation(seed: str, flite_share: float = 0.0, fastest: float = 1.2) -> Condition:
     """The training augmentation of one clip, drawn from ``seed``: noise at 10-35 dB SNR on half the clips,
-    a level between -18 and +6 dB, a tempo between 0.8 and 1.3, and on ``flite_share`` of the clips flite with
-    one of its training voices (never the test voice) instead of espeak-ng."""
+    a level between -18 and +6 dB, a tempo between 0.85 and ``fastest``, and on ``flite_share`` of the clips
+    flite with one of its training voices (never the test voice) instead of espeak-ng."""
     rng = random.Random(seed)
     snr = rng.uniform(10, 35) if rng.random() < 0.5 else None
-    gain, speed = rng.uniform(-18, 6), rng.uniform(0.8, 1.3)
-    if rng.random() < flite_share:
+    gain, speed = rng.uniform(-18, 6), rng.uniform(0.85, fastest)
+    if flite_share and rng.random() < flite_share:
         return Condition(snr_db=snr, gain_db=gain, speed=speed, synthesizer="flite",
                          flite_voice=rng.choice(FLITE_TRAIN_VOICES))
     return Condition(snr_db=snr, gain_db=gain, speed=speed)

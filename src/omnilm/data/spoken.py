@@ -73,12 +73,15 @@ def build_spoken(
     limit: int | None = None,
     augment: bool = False,
     condition: str | None = None,
+    flite_share: float = 0.0,
+    fastest: float = 1.2,
 ) -> dict:
     """Write `OUT_DIR/<src stem>.jsonl` and `OUT_DIR/audio/*.wav`; returns {"dir", "files", "counts"}.
 
     `split` (train | test) picks the voice set; by default a source named like *test* / *val* is test.
     `copies` > 1 writes each record several times with different voices (training augmentation).
-    `augment` varies each clip's noise, level and tempo (`speech_conditions.augmentation`); `condition`
+    `augment` varies each clip's noise, level and tempo (`speech_conditions.augmentation`: tempo up to `fastest`,
+    `flite_share` of the clips spoken by flite's training voices); `condition`
     applies one named test condition (`speech_conditions.CONDITIONS`) to every clip.
     """
     espeak_binary()
@@ -86,6 +89,8 @@ def build_spoken(
         raise ValueError(f"unknown speech condition {condition!r}; choose from {', '.join(CONDITIONS)}")
     if augment and condition is not None:
         raise ValueError("augment and condition exclude each other: augmentation is for training, conditions for tests")
+    if not 0.0 <= flite_share <= 1.0 or fastest < 0.85:
+        raise ValueError(f"flite_share must be in [0, 1] and fastest >= 0.85, got {flite_share} and {fastest}")
     src, out = Path(src), Path(out_dir)
     split = split or ("test" if any(s in src.stem.lower() for s in ("test", "val", "dev")) else "train")
     if split not in ("train", "test"):
@@ -100,7 +105,7 @@ def build_spoken(
         for copy in range(copies):
             setting = voice_for(record.id, copy, voices)
             if augment:
-                setting["condition"] = augmentation(f"{record.id}|{copy}")
+                setting["condition"] = augmentation(f"{record.id}|{copy}", flite_share, fastest)
             elif condition is not None:
                 setting["condition"] = CONDITIONS[condition]
             rows.append(_spoken_record(record, copy if copies > 1 else None, setting, out))

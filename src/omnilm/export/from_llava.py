@@ -124,14 +124,14 @@ def _write_parts(llava, processor, staging: Path) -> None:
 def _assemble(projector, dtypes, processor, config, staging: Path, *, final: Path):
     """The OmniLM over the written parts, with the Llava's projector as its connector; `dtypes`: the LM's, the
     tower's."""
-    from omnilm.config import ConnectorConfig, LLMConfig, OmniConfig, PlaceholderConfig, VisionConfig
+    from omnilm.config import ConnectorConfig, LLMConfig, OmniConfig, PlaceholderConfig, VisionConfig, dtype_name
     from omnilm.lm import OmniLM
 
     strategy = config.vision_feature_select_strategy
     omni = OmniConfig(
-        llm=LLMConfig(source=str(staging / "llm"), dtype=_dtype_name(dtypes[0])),
+        llm=LLMConfig(source=str(staging / "llm"), dtype=dtype_name(dtypes[0])),
         vision=VisionConfig(source=str(staging / "vision"), feature_layer=config.vision_feature_layer,
-                            drop_cls=strategy == "default", dtype=_dtype_name(dtypes[1])),
+                            drop_cls=strategy == "default", dtype=dtype_name(dtypes[1])),
         connectors={"image": ConnectorConfig(type="mlp")},
         placeholders=PlaceholderConfig(image=processor.image_token),
     )
@@ -161,6 +161,3 @@ def _key(directory: Path) -> str:
     files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.resolve().iterdir() if p.is_file())
     return hashlib.sha256(json.dumps([str(directory.resolve()), files]).encode()).hexdigest()[:16]
 
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]

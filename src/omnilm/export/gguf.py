@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from omnilm.checkpoint import save_media_parts, write_checkpoint
+from omnilm.config import llm_dtype_name
 from omnilm.errors import OmniError
 from omnilm.generation import eos_token_ids
 from omnilm.llamacpp.convert import FLOAT_TYPES, check_quant, convert, convert_lora, quantize
@@ -82,7 +83,7 @@ def write_llm(lm, target: Path, *, quant: str, chat_template: str | None = None,
             convert(hf_dir, target, outtype=FLOAT_TYPES[quant])
         else:
             floats = Path(tmp) / "llm-float.gguf"
-            convert(hf_dir, floats, outtype="bf16" if lm.config.llm.dtype == "bfloat16" else "f16")
+            convert(hf_dir, floats, outtype="bf16" if llm_dtype_name(lm) == "bfloat16" else "f16")
             quantize(floats, target, quant=quant)
         if adapter is not None:
             llm.save_pretrained(Path(tmp) / "adapter")  # PEFT's adapter_config.json + adapter_model.safetensors

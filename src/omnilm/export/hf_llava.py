@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from omnilm.config import llm_dtype_name
 from omnilm.encoders.vision import prefix_token_count, vision_tower_config
 from omnilm.export import SERVE_HINT
 from omnilm.export.chat_template import parts_template
@@ -101,7 +102,7 @@ def llava_config(lm):
         projector_hidden_act="gelu" if cfg.connectors["image"].type == "mlp" else "linear",
         multimodal_projector_bias=True,
         tie_word_embeddings=bool(getattr(base.config, "tie_word_embeddings", False)),
-        dtype=cfg.llm.dtype,
+        dtype=llm_dtype_name(lm),
     )
 
 

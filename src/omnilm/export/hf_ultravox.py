@@ -17,6 +17,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from omnilm.config import llm_dtype_name
 from omnilm.export import SERVE_HINT
 from omnilm.export.chat_template import parts_template
 from omnilm.export.weights import merged_llm, pad_vocab, padded_rows, plain_llm
@@ -102,5 +103,5 @@ def ultravox_config(lm, *, audio_id: int, vocab: int) -> dict:
         "ignore_index": -100,
         "vocab_size": vocab,
         "tie_word_embeddings": bool(text.get("tie_word_embeddings", False)),
-        "dtype": lm.config.llm.dtype,
+        "dtype": llm_dtype_name(lm),
     }
