@@ -3,10 +3,12 @@
 `dtype: auto` (the quickstart recipes' setting) is bfloat16 where the machine multiplies it natively (a GPU, a CPU
 with AMX or AVX512-BF16) and float32 elsewhere. On an AVX2-only CPU PyTorch emulates bfloat16 matrix products;
 this section measures what that costs. Each variant loads `pkg:qwen2.5-0.5b-instruct` with LoRA r8 on q/v (the
-quickstart's adapters) and runs forward + backward + AdamW on the same batch of 8 × 48 tokens; the variants
-take their steps in turn, so load from other processes hits them alike. The figure is the median step.
+quickstart's adapters) and runs forward + backward + AdamW on the same batch of 2 × 48 tokens; the variants take
+their steps in turn, so load from other processes hits them alike, after one short untimed forward each. The
+figure is the median step.
 
-Environment knobs: OMNILM_BENCH_DTYPE_STEPS (timed steps per variant, default 3).
+Environment knobs: OMNILM_BENCH_DTYPE_STEPS (timed steps per variant; default 3, or 1 where bfloat16 is emulated:
+a step then takes minutes), OMNILM_BENCH_DTYPE_BATCH (rows, default 2; the quickstart trains 8).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 import torch
 
 logger = logging.getLogger(__name__)
-BATCH, TOKENS = 8, 48
+TOKENS = 48
 
 
 def lora_llm(dtype: str):
@@ -39,20 +41,23 @@ def lora_llm(dtype: str):
 def run() -> dict:
     from omnilm.config import dtype_name, native_bfloat16, torch_dtype
 
-    steps = int(os.environ.get("OMNILM_BENCH_DTYPE_STEPS", "3"))
-    ids = torch.randint(0, 150_000, (BATCH, TOKENS), generator=torch.Generator().manual_seed(0))
+    steps = int(os.environ.get("OMNILM_BENCH_DTYPE_STEPS", "3" if native_bfloat16() else "1"))
+    batch = int(os.environ.get("OMNILM_BENCH_DTYPE_BATCH", "2"))
+    ids = torch.randint(0, 150_000, (batch, TOKENS), generator=torch.Generator().manual_seed(0))
     variants = {name: lora_llm(name) for name in ("float32", "bfloat16", "auto")}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    for step in range(steps + 1):  # the first round warms up, untimed
+    for llm, _ in variants.values():  # warm-up, untimed
+        with torch.no_grad():
+            llm(input_ids=ids[:1, :8])
+    for step in range(steps):
         for name, (llm, optimizer) in variants.items():
             start = time.perf_counter()
             llm(input_ids=ids, labels=ids).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-            if step:
-                seconds[name].append(time.perf_counter() - start)
-            logger.info("dtype %s step %d: %.2f s", name, step, time.perf_counter() - start)
+            seconds[name].append(time.perf_counter() - start)
+            logger.info("dtype %s step %d: %.2f s", name, step, seconds[name][-1])
     median = {name: round(statistics.median(s), 3) for name, s in seconds.items()}
     return {"native_bfloat16": native_bfloat16(), "auto_is": dtype_name(torch_dtype("auto")),
             "lora_step_s": median, "bfloat16_over_float32": round(median["bfloat16"] / median["float32"], 2),
-            "batch": [BATCH, TOKENS], "steps": steps}
+            "batch": [batch, TOKENS], "steps": steps}

@@ -22,8 +22,9 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 @pytest.fixture(scope="module")
 def client():
     import omnilm
+    from omnilm.config import torch_dtype
 
-    lm = omnilm.load("pkg:qwen2.5-0.5b-instruct", dtype=__import__("torch").bfloat16)
+    lm = omnilm.load("pkg:qwen2.5-0.5b-instruct", dtype=torch_dtype("auto"))  # bf16 where native, else float32
     with BackgroundServer(create_app(lm, ServeSettings(max_tokens=128))) as server:
         yield openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=600)
 
