@@ -160,4 +160,3 @@ def _key(directory: Path) -> str:
     """Changes when the Llava's files do: its resolved path and each file's name, size and mtime."""
     files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.resolve().iterdir() if p.is_file())
     return hashlib.sha256(json.dumps([str(directory.resolve()), files]).encode()).hexdigest()[:16]
-
