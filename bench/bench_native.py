@@ -71,16 +71,18 @@ def video_count(root: Path, *, steps: int, clips: int, test_clips: int = 50) -> 
 
     recipe = load_recipe("native")
     data = root / "data"
+    questions = {}
     for split, count in (("train", clips), ("test", test_clips)):
         rows = video_records(data, split, count, recipe.answer_suffix if split == "train" else "")
-        write_jsonl(data / f"count-{split}.jsonl", [r for r in rows if r["category"] == "video-count"])
+        questions[split] = [r for r in rows if r["category"] == "video-count"]
+        write_jsonl(data / f"count-{split}.jsonl", questions[split])
     config = recipe.train
     stage = dataclasses.replace(config.stage, loss=LossSection(type="cross_entropy"))
     final = train_extra_stage(config, stage, steps, config.optim.lr, str(data / "count-train.jsonl"), root / "train")
     task = dataclasses.replace(load_task("easy-vqa-video"), data=data / "count-test.jsonl", dataset=None)
     result = evaluate(load(final), task, root / "eval", batch_size=16)
     answers = collections.Counter(row.get("prediction") for row in read_jsonl(root / "eval" / "predictions.jsonl"))
-    return {"steps": steps, "train_questions": len(read_jsonl(data / "count-train.jsonl")),
+    return {"steps": steps, "train_questions": len(questions["train"]),
             "accuracy": result["metrics"], "answers": dict(answers.most_common(6))}
 
 

@@ -87,7 +87,8 @@ def test_bfloat16_where_it_is_emulated_works_with_one_warning(monkeypatch, caplo
 def test_the_loaded_llm_dtype_is_named_as_a_config_dtype(tiny_lm):
     import torch
 
-    from omnilm.config import DTYPES, dtype_name, llm_dtype_name
+    from omnilm.config import DTYPES, dtype_name
+    from omnilm.export.weights import llm_dtype_name
 
     assert llm_dtype_name(tiny_lm) == "float32"
     assert [dtype_name(d) for d in (torch.float32, torch.bfloat16, torch.float16)] == ["float32", "bfloat16", "float16"]

@@ -44,7 +44,7 @@ def test_augmentation_is_deterministic_per_clip_and_varies_across_clips():
     assert len({d.gain_db for d in drawn}) == 200
     assert 60 < sum(d.snr_db is not None for d in drawn) < 140  # noise on about half
     assert all(0.85 <= d.speed <= 1.2 and -18 <= d.gain_db <= 6 for d in drawn)
-    assert all(d.synthesizer == "espeak-ng" for d in drawn)  # by default training hears espeak-ng only
+    assert all(d.synthesizer == "espeak-ng" and d.flite_voice is None for d in drawn)  # espeak-ng only by default
     mixed = [augmentation(f"r{i}|0", flite_share=0.2, fastest=1.3) for i in range(200)]
     flite = [d for d in mixed if d.synthesizer == "flite"]
     assert 20 < len(flite) < 60  # about a fifth

@@ -55,11 +55,6 @@ def dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def llm_dtype_name(lm) -> str:
-    """The dtype the loaded LLM of ``lm`` has (``auto`` resolved on this machine), as a DTYPES name."""
-    return dtype_name(lm.model.llm.get_input_embeddings().weight.dtype)
-
-
 @functools.cache
 def _warn_emulated_bfloat16() -> None:
     logger.warning("dtype bfloat16: this machine has no native bfloat16 (no AVX512-BF16 or AMX on the CPU), so its "

@@ -33,6 +33,7 @@ from omnilm.data.easy_vqa import (
     speak,
 )
 from omnilm.data.easy_vqa_video import ORDER_CATEGORIES
+from omnilm.data.speech_conditions import FASTEST_TEMPO, SLOWEST_TEMPO
 from omnilm.data.records import read_jsonl, write_jsonl
 from omnilm.errors import ConfigError
 from omnilm.io import atomic_directory, atomic_write_bytes
@@ -89,7 +90,7 @@ class SpokenTrainSection:
     share: float = 0.25  # of the easy-VQA training questions kept by the surgery
     augment: bool = True  # vary noise, level and tempo per clip (omnilm.data.speech_conditions)
     flite_share: float = 0.0  # of the augmented clips spoken by flite's training voices (slt, rms, awb) instead
-    fastest: float = 1.2  # the augmented tempo's upper end (the robustness set's "fast" is 1.25)
+    fastest: float = FASTEST_TEMPO  # the augmented tempo's upper end (the robustness set's "fast" is 1.25)
     repeat_share: float = 0.0  # of the spoken clips also asked "What did I say?" alone: answered by their words
     transcript_first: bool = False  # answered "<the words heard>\n<answer>": the model says what it heard first
 
@@ -97,8 +98,8 @@ class SpokenTrainSection:
         require(0.0 < self.share <= 1.0, f"{path}.share", "must be in (0, 1]")
         require(0.0 <= self.repeat_share <= 1.0, f"{path}.repeat_share", "must be in [0, 1]")
         require(0.0 <= self.flite_share <= 1.0, f"{path}.flite_share", "must be in [0, 1]")
-        require(self.fastest >= 0.85, f"{path}.fastest", "must be >= 0.85 (the slowest augmented tempo)")
-        require(self.augment or (self.flite_share == 0.0 and self.fastest == 1.2), f"{path}.flite_share",
+        require(self.fastest >= SLOWEST_TEMPO, f"{path}.fastest", f"must be >= {SLOWEST_TEMPO} (the slowest augmented tempo)")
+        require(self.augment or (self.flite_share == 0.0 and self.fastest == FASTEST_TEMPO), f"{path}.flite_share",
                 "flite_share and fastest vary the augmentation: set augment: true")
 
 

@@ -18,7 +18,7 @@ EXAMPLE = """examples:
 
 def register(subparsers) -> None:
     from omnilm.data.builders import DATASETS
-    from omnilm.data.speech_conditions import CONDITIONS
+    from omnilm.data.speech_conditions import CONDITIONS, FASTEST_TEMPO
 
     parser = add_command(subparsers, "data", run, help="build a dataset on disk (easy-vqa, spoken questions)",
                          description="Build a dataset as JSONL records (LLaVA shape) plus media files under OUT_DIR.",
@@ -34,8 +34,8 @@ def register(subparsers) -> None:
                         help="spoken: vary each clip's background noise, level and tempo (training data)")
     parser.add_argument("--flite-share", type=float, default=0.0, metavar="P",
                         help="spoken --augment: share of the clips spoken by flite's training voices (slt, rms, awb)")
-    parser.add_argument("--fastest", type=float, default=1.2, metavar="X",
-                        help="spoken --augment: the fastest augmented tempo (default 1.2)")
+    parser.add_argument("--fastest", type=float, default=FASTEST_TEMPO, metavar="X",
+                        help=f"spoken --augment: the fastest augmented tempo (default {FASTEST_TEMPO})")
     parser.add_argument("--condition", choices=sorted(CONDITIONS), default=None,
                         help="spoken: one test condition for every clip (noise, level, tempo, another synthesizer)")
 

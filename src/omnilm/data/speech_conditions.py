@@ -19,19 +19,20 @@ import numpy as np
 FLITE_INSTALL_HINT = "flite is not installed; `make system-deps` installs it (or `apt-get install -y flite`)"
 FLITE_TEST_VOICE = "kal"  # flite's default (diphone) voice: the robustness set's, never heard in training
 FLITE_TRAIN_VOICES = ("slt", "rms", "awb")  # flite's built-in voices heard in training (statistical, not diphone)
+SLOWEST_TEMPO, FASTEST_TEMPO = 0.85, 1.2  # the training augmentation's tempo range (its top end a setting)
 
 
 @dataclass(frozen=True)
 class Condition:
     """One change applied to a clean clip: white noise at ``snr_db``, a level change of ``gain_db`` (clipped
     to full scale), a tempo ``speed`` factor (resampled: pitch moves with it), or ``synthesizer`` flite with its
-    ``flite_voice``."""
+    ``flite_voice`` (None: the test voice)."""
 
     snr_db: float | None = None
     gain_db: float = 0.0
     speed: float = 1.0
     synthesizer: str = "espeak-ng"
-    flite_voice: str = FLITE_TEST_VOICE
+    flite_voice: str | None = None
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -42,7 +43,7 @@ CONDITIONS: dict[str, Condition] = {
     "loud": Condition(gain_db=12.0),
     "fast": Condition(speed=1.25),
     "slow": Condition(speed=0.8),
-    "flite": Condition(synthesizer="flite"),
+    "flite": Condition(synthesizer="flite", flite_voice=FLITE_TEST_VOICE),
 }
 
 
@@ -75,13 +76,13 @@ def apply(samples: np.ndarray, condition: Condition, rng: np.random.Generator) -
     return samples
 
 
-def augmentation(seed: str, flite_share: float = 0.0, fastest: float = 1.2) -> Condition:
+def augmentation(seed: str, flite_share: float = 0.0, fastest: float = FASTEST_TEMPO) -> Condition:
     """The training augmentation of one clip, drawn from ``seed``: noise at 10-35 dB SNR on half the clips,
     a level between -18 and +6 dB, a tempo between 0.85 and ``fastest``, and on ``flite_share`` of the clips
     flite with one of its training voices (never the test voice) instead of espeak-ng."""
     rng = random.Random(seed)
     snr = rng.uniform(10, 35) if rng.random() < 0.5 else None
-    gain, speed = rng.uniform(-18, 6), rng.uniform(0.85, fastest)
+    gain, speed = rng.uniform(-18, 6), rng.uniform(SLOWEST_TEMPO, fastest)
     if flite_share and rng.random() < flite_share:
         return Condition(snr_db=snr, gain_db=gain, speed=speed, synthesizer="flite",
                          flite_voice=rng.choice(FLITE_TRAIN_VOICES))

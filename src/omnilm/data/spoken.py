@@ -21,7 +21,16 @@ from typing import Any
 from omnilm.config import MODALITIES
 from omnilm.data.easy_vqa import TEST_VOICES, TRAIN_VOICES, espeak_binary, speak
 from omnilm.data.records import read_records, write_jsonl
-from omnilm.data.speech_conditions import CONDITIONS, Condition, apply, augmentation, flite_speak
+from omnilm.data.speech_conditions import (
+    CONDITIONS,
+    FASTEST_TEMPO,
+    FLITE_TEST_VOICE,
+    SLOWEST_TEMPO,
+    Condition,
+    apply,
+    augmentation,
+    flite_speak,
+)
 from omnilm.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -43,7 +52,7 @@ def synthesize(text: str, path: Path, *, voice: str, speed: int, pitch: int, con
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "speech.wav"
         if condition is not None and condition.synthesizer == "flite":
-            flite_speak(text, raw, condition.flite_voice)
+            flite_speak(text, raw, condition.flite_voice or FLITE_TEST_VOICE)
         else:
             speak(text, voice, raw, speed=speed, pitch=pitch)
         samples, rate = soundfile.read(str(raw), dtype="float32")
@@ -74,7 +83,7 @@ def build_spoken(
     augment: bool = False,
     condition: str | None = None,
     flite_share: float = 0.0,
-    fastest: float = 1.2,
+    fastest: float = FASTEST_TEMPO,
 ) -> dict:
     """Write `OUT_DIR/<src stem>.jsonl` and `OUT_DIR/audio/*.wav`; returns {"dir", "files", "counts"}.
 
@@ -89,8 +98,8 @@ def build_spoken(
         raise ValueError(f"unknown speech condition {condition!r}; choose from {', '.join(CONDITIONS)}")
     if augment and condition is not None:
         raise ValueError("augment and condition exclude each other: augmentation is for training, conditions for tests")
-    if not 0.0 <= flite_share <= 1.0 or fastest < 0.85:
-        raise ValueError(f"flite_share must be in [0, 1] and fastest >= 0.85, got {flite_share} and {fastest}")
+    if not 0.0 <= flite_share <= 1.0 or fastest < SLOWEST_TEMPO:
+        raise ValueError(f"flite_share must be in [0, 1] and fastest >= {SLOWEST_TEMPO}, got {flite_share} and {fastest}")
     src, out = Path(src), Path(out_dir)
     split = split or ("test" if any(s in src.stem.lower() for s in ("test", "val", "dev")) else "train")
     if split not in ("train", "test"):

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from omnilm.checkpoint import save_media_parts, write_checkpoint
-from omnilm.config import llm_dtype_name
 from omnilm.errors import OmniError
+from omnilm.export.weights import llm_dtype_name
 from omnilm.generation import eos_token_ids
 from omnilm.llamacpp.convert import FLOAT_TYPES, check_quant, convert, convert_lora, quantize
 from omnilm.llamacpp.loading import GGUFManifest

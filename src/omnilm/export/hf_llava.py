@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-from omnilm.config import llm_dtype_name
 from omnilm.encoders.vision import prefix_token_count, vision_tower_config
 from omnilm.export import SERVE_HINT
 from omnilm.export.chat_template import parts_template
-from omnilm.export.weights import load_into_meta, merged_llm, pad_vocab, padded_rows, plain_llm
+from omnilm.export.weights import llm_dtype_name, load_into_meta, merged_llm, pad_vocab, padded_rows, plain_llm
 
 logger = logging.getLogger(__name__)
 

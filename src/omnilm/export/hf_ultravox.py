@@ -17,10 +17,9 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from omnilm.config import llm_dtype_name
 from omnilm.export import SERVE_HINT
 from omnilm.export.chat_template import parts_template
-from omnilm.export.weights import merged_llm, pad_vocab, padded_rows, plain_llm
+from omnilm.export.weights import llm_dtype_name, merged_llm, pad_vocab, padded_rows, plain_llm
 
 logger = logging.getLogger(__name__)
 

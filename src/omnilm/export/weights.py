@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from omnilm.config import dtype_name
+
 
 def plain_llm(llm: nn.Module) -> nn.Module:
     """The transformers causal LM under `llm` (a PEFT model or already a plain one); its config is the export's."""
@@ -76,3 +78,8 @@ def pad_vocab(base: nn.Module, state: dict[str, torch.Tensor], rows: int) -> dic
     names = {name for name, p in base.named_parameters(remove_duplicate=False) if id(p) in tables}
     return {k: torch.cat([t, t.new_zeros(rows - t.shape[0], t.shape[1])]) if k in names and rows > t.shape[0] else t
             for k, t in state.items()}  # (V, D) → (V', D)
+
+
+def llm_dtype_name(lm) -> str:
+    """The dtype the loaded LLM of ``lm`` has (``auto`` resolved on this machine), as a config dtype name."""
+    return dtype_name(lm.model.llm.get_input_embeddings().weight.dtype)
