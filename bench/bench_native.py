@@ -3,21 +3,24 @@
 - robustness: a trained native run's hearing by speech condition (noise, level, tempo, another synthesizer;
   omnilm.data.speech_conditions), native audio tokens against the Whisper cascade on the same items.
 - ablations: the recipe's design choices (stack factor 4 vs 8, distillation vs cross-entropy in stage 2, with vs
-  without stage 3's transcript-first answers, with vs without the frame-order embedding), each a quickstart
-  trained at the same reduced step budget, two at a time (one thread each) beside the unchanged recipe.
-- video-count (by name only): can the recipe's model learn to count the shapes of a clip when it sees enough
-  count questions? The native recipe's model trained on the count questions of its video clips alone
-  (cross-entropy, OMNILM_NATIVE_COUNT_STEPS steps, default 300), then asked the test clips' count questions.
-  In the full recipe counting scores 20-36%, under the 40% of always answering "three".
+  without stage 3's transcript-first answers, with vs without the frame-order embedding, with the frame-change
+  projection), each a quickstart trained at the same reduced step budget, two at a time (one thread each) beside
+  the unchanged recipe.
+- video-count, video-all (by name only): probes of the video path. The native recipe's model trained on the
+  video questions of its clips alone (cross-entropy, OMNILM_NATIVE_PROBE_STEPS steps, default 300; video-count:
+  the count questions only, video-all: all six), then asked the same questions of 50 test clips. In the full
+  recipe counting scored 20-36%, under the 40% of always answering "three". OMNILM_NATIVE_PROBE_SET (a JSON
+  object of dotted recipe paths → values) changes the model first, e.g. '{"train.model.config.video.
+  frame_delta": true}'. Each writes its data, checkpoints and eval to OMNILM_NATIVE_PROBE_DIR/native-PART
+  (default runs/).
 
     OMNILM_NATIVE_RUN=runs/qs-native python bench/run.py bench_native   # the trained run's --out directory
     OMNILM_NATIVE_PARTS=ablations OMNILM_NATIVE_BUDGET=6 python bench/run.py bench_native
-    OMNILM_NATIVE_PARTS=video-count OMNILM_NATIVE_COUNT_STEPS=300 python bench/run.py bench_native
+    OMNILM_NATIVE_PARTS=video-count OMNILM_NATIVE_PROBE_STEPS=300 python bench/run.py bench_native
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -37,7 +40,9 @@ ABLATIONS = {  # name → recipe overrides (dotted paths) on top of the native r
     "cross-entropy": {"train.stage.loss": {"type": "cross_entropy"}},  # stage 2 without distillation
     "no-stage-3": {"transcript_tune": None},  # one-word spoken answers, as stage 2 leaves them
     "no-frame-order": {"train.model.config.video.frame_order": False},
+    "frame-delta": {"train.model.config.video.frame_delta": True},  # what changed since the previous frame
 }
+VIDEO_PROBES = {"video-count": ("video-count",), "video-all": None}  # part → question categories (None: all)
 ABLATION_EVAL = {"eval.limit": 300, "eval.spoken_limit": 200, "eval.latency_items": 0, "eval.cascade": False}
 PARALLEL = 2
 
@@ -50,16 +55,21 @@ def run() -> dict:
     if "ablations" in parts:
         results["ablations"] = ablations(Path(os.environ.get("OMNILM_NATIVE_ABLATIONS", "runs/native-ablations")),
                                          budget=float(os.environ.get("OMNILM_NATIVE_BUDGET", "6")))
-    if "video-count" in parts:
-        results["video_count"] = video_count(Path(os.environ.get("OMNILM_NATIVE_COUNT_DIR", "runs/native-count")),
-                                             steps=int(os.environ.get("OMNILM_NATIVE_COUNT_STEPS", "300")),
-                                             clips=int(os.environ.get("OMNILM_NATIVE_COUNT_CLIPS", "1500")))
+    for part, categories in VIDEO_PROBES.items():
+        if part in parts:
+            results[part.replace("-", "_")] = video_probe(
+                Path(os.environ.get("OMNILM_NATIVE_PROBE_DIR", "runs")) / f"native-{part}", categories=categories,
+                steps=int(os.environ.get("OMNILM_NATIVE_PROBE_STEPS", "300")),
+                clips=int(os.environ.get("OMNILM_NATIVE_PROBE_CLIPS", "1500")),
+                overrides=json.loads(os.environ.get("OMNILM_NATIVE_PROBE_SET", "{}")))
     return results
 
 
-def video_count(root: Path, *, steps: int, clips: int, test_clips: int = 50) -> dict:
-    """The native recipe's model trained ``steps`` steps on the count questions of ``clips`` training clips only,
-    then its answers to the count questions of ``test_clips`` test clips: accuracy and what it answered."""
+def video_probe(root: Path, *, categories: tuple[str, ...] | None, steps: int, clips: int, test_clips: int = 50,
+                overrides: dict | None = None) -> dict:
+    """The native recipe's model (with ``overrides``, dotted recipe paths → values) trained ``steps`` steps on the
+    video questions of ``categories`` (None: all) of ``clips`` training clips only, then asked those of
+    ``test_clips`` test clips: accuracy, by category, and what it answered."""
     import collections
 
     from omnilm import load
@@ -69,21 +79,22 @@ def video_count(root: Path, *, steps: int, clips: int, test_clips: int = 50) -> 
     from omnilm.quickstart import load_recipe, train_extra_stage, video_records
     from omnilm.training.config import LossSection
 
-    recipe = load_recipe("native")
+    recipe = load_recipe(_native_recipe_with(overrides or {}, root / "recipe.yaml"))
     data = root / "data"
     questions = {}
     for split, count in (("train", clips), ("test", test_clips)):
         rows = video_records(data, split, count, recipe.answer_suffix if split == "train" else "")
-        questions[split] = [r for r in rows if r["category"] == "video-count"]
-        write_jsonl(data / f"count-{split}.jsonl", questions[split])
+        questions[split] = [r for r in rows if categories is None or r["category"] in categories]
+        write_jsonl(data / f"probe-{split}.jsonl", questions[split])
     config = recipe.train
     stage = dataclasses.replace(config.stage, loss=LossSection(type="cross_entropy"))
-    final = train_extra_stage(config, stage, steps, config.optim.lr, str(data / "count-train.jsonl"), root / "train")
-    task = dataclasses.replace(load_task("easy-vqa-video"), data=data / "count-test.jsonl", dataset=None)
+    final = train_extra_stage(config, stage, steps, config.optim.lr, str(data / "probe-train.jsonl"), root / "train")
+    task = dataclasses.replace(load_task("easy-vqa-video"), data=data / "probe-test.jsonl", dataset=None)
     result = evaluate(load(final), task, root / "eval", batch_size=16)
     answers = collections.Counter(row.get("prediction") for row in read_jsonl(root / "eval" / "predictions.jsonl"))
-    return {"steps": steps, "train_questions": len(questions["train"]),
-            "accuracy": result["metrics"], "answers": dict(answers.most_common(6))}
+    return {"steps": steps, "overrides": overrides or {}, "train_questions": len(questions["train"]),
+            "accuracy": result["metrics"], "by_category": {c: r["vqa_accuracy"] for c, r in result["by_category"].items()},
+            "answers": dict(answers.most_common(6))}
 
 
 def robustness(run_dir: Path, items: int = ROBUSTNESS_ITEMS) -> dict:
@@ -120,17 +131,9 @@ def robustness(run_dir: Path, items: int = ROBUSTNESS_ITEMS) -> dict:
 
 def ablations(root: Path, *, budget: float) -> dict:
     """Each variant's quickstart at `budget` minutes of the recipe's steps, PARALLEL at a time; their tables."""
-    from omnilm.quickstart import default_recipe
-
-    base = yaml.safe_load(default_recipe("native").read_text())
-    root.mkdir(parents=True, exist_ok=True)
     pending = []
     for name, overrides in ABLATIONS.items():
-        recipe = copy.deepcopy(base)
-        for path, value in {**overrides, **ABLATION_EVAL}.items():
-            _set(recipe, path, value)
-        path = root / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        path = _native_recipe_with({**overrides, **ABLATION_EVAL}, root / f"{name}.yaml")
         command = [sys.executable, "-m", "omnilm.cli.main", "quickstart", "--recipe", str(path), "--out",
                    str(root / name), "--budget-minutes", str(budget)]
         pending.append((name, command))
@@ -148,6 +151,18 @@ def ablations(root: Path, *, budget: float) -> dict:
         summary = root / name / "summary.json"
         done[name] = json.loads(summary.read_text()) if summary.is_file() else {"error": f"exit {process.returncode}"}
     return {"budget_minutes": budget, "variants": {name: _headline(s) for name, s in done.items()}}
+
+
+def _native_recipe_with(overrides: dict, path: Path) -> Path:
+    """The native recipe with ``overrides`` (dotted paths → values), written to ``path``."""
+    from omnilm.quickstart import default_recipe
+
+    tree = yaml.safe_load(default_recipe("native").read_text())
+    for dotted, value in overrides.items():
+        _set(tree, dotted, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
 
 
 def _set(tree: dict, dotted: str, value) -> None:

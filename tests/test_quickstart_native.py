@@ -252,3 +252,18 @@ def test_the_words_a_transcript_first_model_heard_are_scored_against_the_words_s
     assert heard["items"] == 2 and heard["exact"] == 0.5
     assert heard["wer"] == round(1 / 10, 4)  # one word of the ten spoken: "red" heard as "blue"
     assert heard["examples"][1] == {"said": "Is there a red shape?", "heard": "Is there a blue shape?"}
+
+
+def test_every_ablation_of_the_native_benchmark_is_a_valid_recipe_that_changes_what_it_names(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_native", Path(__file__).parents[1] / "bench" / "bench_native.py")
+    bench_native = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_native)
+    base = yaml.safe_load(default_recipe("native").read_text())
+    for name, overrides in bench_native.ABLATIONS.items():
+        written = yaml.safe_load(bench_native._native_recipe_with(overrides, tmp_path / f"{name}.yaml").read_text())
+        load_recipe(tmp_path / f"{name}.yaml")  # a wrong path or value fails here
+        assert (written == base) == (not overrides), name
+    frame_delta = load_recipe(tmp_path / "frame-delta.yaml").train.model.config["video"]
+    assert frame_delta["frame_delta"] is True and not base["train"]["model"]["config"]["video"].get("frame_delta")

@@ -28,3 +28,29 @@ def test_a_model_config_turns_the_frame_order_embedding_off():
     model = lm.from_config(config).model
     assert model.video.frame_position is None
     assert tiny_model(("image", "video")).model.video.frame_position is not None
+
+
+def test_the_frame_change_projection_starts_at_zero_and_carries_what_changed_since_the_previous_slot():
+    per_frame = torch.randn(2, 4, 3, 8, generator=torch.Generator().manual_seed(1))  # (N, F, T, C)
+    plain = VideoEncoder(num_frames=4, temporal_pool=1, dim=8, frame_order=False)
+    delta = VideoEncoder(num_frames=4, temporal_pool=1, dim=8, frame_order=False, frame_delta=True)
+    assert torch.equal(delta.pool(per_frame), plain.pool(per_frame))  # a new model pools as before
+    with torch.no_grad():
+        delta.frame_delta.weight.copy_(torch.eye(8))
+    slots = delta.pool(per_frame).unflatten(1, (4, 3))  # (N, F, T, C)
+    assert torch.allclose(slots[:, 0], per_frame[:, 0])  # the first slot has nothing before it
+    assert torch.allclose(slots[:, 1:], 2 * per_frame[:, 1:] - per_frame[:, :-1], atol=1e-6)
+    still = per_frame[:, :1].expand(2, 4, 3, 8)  # one picture held for every frame: nothing changes
+    delta.pool(still).sum().backward()
+    assert torch.count_nonzero(delta.frame_delta.weight.grad) == 0
+    delta.pool(per_frame).sum().backward()
+    assert torch.count_nonzero(delta.frame_delta.weight.grad) > 0  # a change of picture trains it
+
+
+def test_a_model_config_adds_the_frame_change_projection_and_saves_it_with_the_video_embedding():
+    config = tiny_config(("image", "video"))
+    config.video.frame_delta = True
+    lm = type(tiny_model()).from_config(config)
+    assert lm.model.video.frame_delta is not None
+    assert "video.frame_delta.weight" in lm.model.head_state_dict()
+    assert tiny_model(("image", "video")).model.video.frame_delta is None

@@ -118,6 +118,7 @@ class VideoConfig:
     num_frames: int = 8  # frames sampled uniformly over the clip
     temporal_pool: int = 2  # average this many consecutive frames into one: fewer tokens, motion blurred
     frame_order: bool = True  # a learned embedding marks each pooled frame's place in time (false: an ablation)
+    frame_delta: bool = False  # add a learned projection of each slot's change from the previous one (counting)
     max_frames_decoded: int = 10_000  # refuse pathological files before decoding them all
 
     def validate(self, path: str = "video") -> None:

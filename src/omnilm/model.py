@@ -57,7 +57,8 @@ class OmniModel(nn.Module):
         self.video = None
         if config.video is not None:
             self.video = VideoEncoder(num_frames=config.video.num_frames, temporal_pool=config.video.temporal_pool,
-                                      dim=vision.out_dim, frame_order=config.video.frame_order)
+                                      dim=vision.out_dim, frame_order=config.video.frame_order,
+                                      frame_delta=config.video.frame_delta)
         in_dims = {"image": vision and vision.out_dim, "video": vision and vision.out_dim, "audio": audio and audio.out_dim}
         self.connectors = nn.ModuleDict(
             {
