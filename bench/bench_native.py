@@ -79,7 +79,8 @@ def video_probe(root: Path, *, categories: tuple[str, ...] | None, steps: int, c
     from omnilm.quickstart import load_recipe, train_extra_stage, video_records
     from omnilm.training.config import LossSection
 
-    recipe = load_recipe(_native_recipe_with(overrides or {}, root / "recipe.yaml"))
+    overrides = overrides or {}
+    recipe = load_recipe(_native_recipe_with(overrides, root / "recipe.yaml"))
     data = root / "data"
     questions = {}
     for split, count in (("train", clips), ("test", test_clips)):
@@ -92,7 +93,7 @@ def video_probe(root: Path, *, categories: tuple[str, ...] | None, steps: int, c
     task = dataclasses.replace(load_task("easy-vqa-video"), data=data / "probe-test.jsonl", dataset=None)
     result = evaluate(load(final), task, root / "eval", batch_size=16)
     answers = collections.Counter(row.get("prediction") for row in read_jsonl(root / "eval" / "predictions.jsonl"))
-    return {"steps": steps, "overrides": overrides or {}, "train_questions": len(questions["train"]),
+    return {"steps": steps, "overrides": overrides, "train_questions": len(questions["train"]),
             "accuracy": result["metrics"], "by_category": {c: r["vqa_accuracy"] for c, r in result["by_category"].items()},
             "answers": dict(answers.most_common(6))}
 
